@@ -1,0 +1,135 @@
+#include "support/gradcheck.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace stgnn::testing {
+
+namespace {
+
+// L = sum(out * w) in double.
+double weighted_sum(const Tensor& out, const Tensor& w) {
+  const float* o = out.data();
+  const float* p = w.data();
+  double total = 0.0;
+  for (int64_t i = 0; i < out.numel(); ++i) total += static_cast<double>(o[i]) * p[i];
+  return total;
+}
+
+}  // namespace
+
+GradCheckResult gradcheck(const TensorFn& f, const std::vector<Tensor>& inputs,
+                          const GradCheckOptions& options) {
+  GradCheckResult result;
+  std::vector<Tensor> leaves;
+  for (const Tensor& x : inputs) {
+    Tensor leaf = x.copy();
+    leaf.set_requires_grad(true);
+    leaves.push_back(leaf);
+  }
+  Rng rng(options.seed);
+  Tensor out = f(leaves);
+  Tensor w = randn(out.shape(), rng);
+  if (!out.requires_grad()) {
+    result.ok = false;
+    result.report = "output does not require grad";
+    return result;
+  }
+  out.backward(w);
+
+  int failures = 0;
+  for (size_t k = 0; k < leaves.size(); ++k) {
+    Tensor& x = leaves[k];
+    const int64_t n = x.numel();
+    Tensor analytic = x.grad().defined() ? x.grad() : Tensor::zeros(x.shape());
+    std::vector<int64_t> picks;
+    if (n <= options.max_checks_per_input) {
+      for (int64_t i = 0; i < n; ++i) picks.push_back(i);
+    } else {
+      for (int64_t i = 0; i < options.max_checks_per_input; ++i) picks.push_back(rng.randint(0, n));
+    }
+    NoGradGuard no_grad;
+    for (int64_t i : picks) {
+      float* p = x.data() + i;
+      const float saved = *p;
+      *p = saved + options.step;
+      const double plus = weighted_sum(f(leaves), w);
+      *p = saved - options.step;
+      const double minus = weighted_sum(f(leaves), w);
+      *p = saved;
+      const double numeric = (plus - minus) / (2.0 * options.step);
+      const double got = analytic.data()[i];
+      const double error = std::fabs(got - numeric);
+      result.max_abs_error = std::max(result.max_abs_error, error);
+      if (error > options.atol + options.rtol * std::fabs(numeric)) {
+        result.ok = false;
+        if (failures++ < 8) {
+          std::ostringstream line;
+          line << "input " << k << " " << shape_str(x.shape()) << " element " << i
+               << ": analytic " << got << " numeric " << numeric << "\n";
+          result.report += line.str();
+        }
+      }
+    }
+  }
+  return result;
+}
+
+Tensor random_tensor(const Shape& shape, Rng& rng, float scale) {
+  return randn(shape, rng, 0.0f, scale);
+}
+
+Tensor away_from_zero(const Shape& shape, Rng& rng, float gap) {
+  Tensor t = randn(shape, rng);
+  float* p = t.data();
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (std::fabs(p[i]) < gap) p[i] = p[i] < 0 ? p[i] - gap : p[i] + gap;
+  }
+  return t;
+}
+
+Tensor distinct_values(const Shape& shape, Rng& rng, float gap) {
+  // A random permutation of 0, gap, 2 gap, ... centred on zero: every pair differs by >= gap.
+  Tensor t = Tensor::empty(shape);
+  const int64_t n = t.numel();
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  rng.shuffle(order.begin(), order.end());
+  for (int64_t i = 0; i < n; ++i) {
+    t.data()[i] = (static_cast<float>(order[static_cast<size_t>(i)]) - 0.5f * n) * gap;
+  }
+  return t;
+}
+
+Tensor positive_tensor(const Shape& shape, Rng& rng, float lo, float hi) {
+  return rand_uniform(shape, rng, lo, hi);
+}
+
+uint64_t fresh_seed() {
+  if (const char* fixed = std::getenv("STGNN_TEST_SEED")) return std::strtoull(fixed, nullptr, 10);
+  return static_cast<uint64_t>(std::chrono::high_resolution_clock::now().time_since_epoch().count());
+}
+
+std::string fixture_path(const std::string& relative) {
+  return std::string(STGNN_SOURCE_DIR) + "/tests/fixtures/" + relative;
+}
+
+Tensor read_fixture(const std::string& dir, const std::string& name) {
+  const std::string base = fixture_path(dir + "/" + name);
+  std::ifstream shape_file(base + ".shape");
+  if (!shape_file) throw IoError("read_fixture: cannot open " + base + ".shape");
+  Shape shape;
+  int64_t d;
+  while (shape_file >> d) shape.push_back(d);
+  std::ifstream data_file(base + ".f32", std::ios::binary);
+  if (!data_file) throw IoError("read_fixture: cannot open " + base + ".f32");
+  Tensor t = Tensor::empty(shape);
+  data_file.read(reinterpret_cast<char*>(t.data()), t.numel() * 4);
+  if (data_file.gcount() != t.numel() * 4) throw FormatError("read_fixture: short file " + base);
+  return t;
+}
+
+}  // namespace stgnn::testing

@@ -1,0 +1,41 @@
+// Tensor core: construction, views, shared storage, the backward engine, grad mode.
+#include <doctest/doctest.h>
+
+#include "autograd/ops.h"
+#include "autograd/tensor.h"
+
+using namespace stgnn;
+
+TEST_CASE("construction and shape queries") {
+  Tensor t = Tensor::full({2, 3}, 1.5f);
+  CHECK(t.dim() == 2);
+  CHECK(t.size(-1) == 3);
+  CHECK(t.numel() == 6);
+  CHECK(t.data()[5] == 1.5f);
+  CHECK(Tensor::scalar(2.0f).item() == 2.0f);
+  CHECK_THROWS_AS(Tensor::from_vector({2, 2}, {1, 2, 3}), ShapeError);
+  CHECK_THROWS_AS(t.size(2), ShapeError);
+  CHECK_THROWS_AS(t.item(), ShapeError);
+  CHECK_FALSE(Tensor().defined());
+}
+
+TEST_CASE("reshape is a view sharing storage; -1 is inferred") {
+  Tensor t = Tensor::from_vector({2, 3}, {0, 1, 2, 3, 4, 5});
+  Tensor r = t.reshape({3, -1});
+  CHECK(r.shape() == Shape{3, 2});
+  r.data()[0] = 42.0f;
+  CHECK(t.data()[0] == 42.0f);
+  CHECK_THROWS_AS(t.reshape({4, -1}), ShapeError);
+  CHECK_THROWS_AS(t.reshape({-1, -1}), ShapeError);
+}
+
+TEST_CASE("storage is aligned and counted") {
+  const MemoryStats before = memory_stats();
+  {
+    Tensor t = Tensor::zeros({1000});
+    CHECK(reinterpret_cast<uintptr_t>(t.data()) % 64 == 0);
+    CHECK(memory_stats().live_buffers == before.live_buffers + 1);
+    CHECK(memory_stats().live_bytes == before.live_bytes + 4000);
+  }
+  CHECK(memory_stats().live_buffers == before.live_buffers);
+}
