@@ -14,7 +14,8 @@
 
 namespace stgnn {
 
-// ---------------------------------------------------------------- elementwise (ops_elementwise.cpp)
+// ---------------------------------------------------------------- elementwise
+// (ops_elementwise.cpp)
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
@@ -32,14 +33,30 @@ Tensor sigmoid(const Tensor& x);
 Tensor tanh(const Tensor& x);
 Tensor gelu(const Tensor& x);  // exact form x * Phi(x), as torch.nn.functional.gelu
 
-inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
-inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
-inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
-inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
-inline Tensor operator-(const Tensor& x) { return neg(x); }
-inline Tensor operator*(const Tensor& a, float s) { return mul_scalar(a, s); }
-inline Tensor operator*(float s, const Tensor& a) { return mul_scalar(a, s); }
-inline Tensor operator+(const Tensor& a, float s) { return add_scalar(a, s); }
+inline Tensor operator+(const Tensor& a, const Tensor& b) {
+  return add(a, b);
+}
+inline Tensor operator-(const Tensor& a, const Tensor& b) {
+  return sub(a, b);
+}
+inline Tensor operator*(const Tensor& a, const Tensor& b) {
+  return mul(a, b);
+}
+inline Tensor operator/(const Tensor& a, const Tensor& b) {
+  return div(a, b);
+}
+inline Tensor operator-(const Tensor& x) {
+  return neg(x);
+}
+inline Tensor operator*(const Tensor& a, float s) {
+  return mul_scalar(a, s);
+}
+inline Tensor operator*(float s, const Tensor& a) {
+  return mul_scalar(a, s);
+}
+inline Tensor operator+(const Tensor& a, float s) {
+  return add_scalar(a, s);
+}
 
 // Broadcast result shape of a and b, or ShapeError naming `op` and both shapes.
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
@@ -78,9 +95,9 @@ Tensor index_select(const Tensor& x, const IndexTensor& index);
 // (index_select's adjoint; duplicates accumulate).
 Tensor index_add(const Tensor& base, const IndexTensor& index, const Tensor& source);
 
-// ---------------------------------------------------------------- regularisation, normalisation (ops_norm.cpp)
-// Inverted dropout: zeroes each element with probability p and scales the rest by 1/(1-p).
-// The mask is a pure function of (seed, element index), so it does not depend on threads.
+// ---------------------------------------------------------------- regularisation, normalisation
+// (ops_norm.cpp) Inverted dropout: zeroes each element with probability p and scales the rest by
+// 1/(1-p). The mask is a pure function of (seed, element index), so it does not depend on threads.
 Tensor dropout(const Tensor& x, float p, bool training, uint64_t seed);
 // x [N, C] or [N, C, H, W]; statistics per channel over the other dims. In training, batch
 // statistics normalise and running_mean / running_var (biased -> unbiased variance, as torch)

@@ -23,12 +23,13 @@ template <typename Fn>
 void parallel_for(int64_t n, int64_t grain, const Fn& fn) {
   if (n <= 0) return;
   const int64_t max_threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  const int64_t threads = std::max<int64_t>(1, std::min(max_threads, n / std::max<int64_t>(1, grain)));
+  const int64_t threads =
+      std::max<int64_t>(1, std::min(max_threads, n / std::max<int64_t>(1, grain)));
   if (threads <= 1) {
     fn(int64_t{0}, n);
     return;
   }
-#pragma omp parallel num_threads(static_cast<int>(threads))
+#pragma omp parallel num_threads(static_cast <int>(threads))
   {
     const int64_t t = omp_get_thread_num();
     const int64_t nt = omp_get_num_threads();
@@ -52,12 +53,17 @@ double fixed_chunks_reduce(int64_t n, const Partial& partial) {
     }
   });
   double total = 0.0;
-  for (double s : sums) total += s;
+  for (double s : sums)
+    total += s;
   return total;
 }
 
 // Threads currently available to stgnn kernels.
-inline int num_threads() { return omp_get_max_threads(); }
-inline void set_num_threads(int n) { omp_set_num_threads(std::max(1, n)); }
+inline int num_threads() {
+  return omp_get_max_threads();
+}
+inline void set_num_threads(int n) {
+  omp_set_num_threads(std::max(1, n));
+}
 
 }  // namespace stgnn

@@ -96,7 +96,8 @@ class Rng {
   template <typename It>
   void shuffle(It first, It last) {
     const int64_t n = last - first;
-    for (int64_t i = n - 1; i > 0; --i) std::swap(first[i], first[randint(0, i + 1)]);
+    for (int64_t i = n - 1; i > 0; --i)
+      std::swap(first[i], first[randint(0, i + 1)]);
   }
 
  private:

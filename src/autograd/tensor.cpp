@@ -24,7 +24,8 @@ std::string shape_str(const Shape& shape) {
 
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    n *= d;
   return n;
 }
 
@@ -39,14 +40,15 @@ constexpr size_t kAlignment = 64;  // one cache line; also the widest SIMD load
 
 Storage::Storage(int64_t size) : data_(nullptr), size_(size) {
   if (size < 0) throw ValueError("Storage: negative size " + std::to_string(size));
-  const size_t bytes = std::max<size_t>(kAlignment, (static_cast<size_t>(size) * sizeof(float) +
-                                                     kAlignment - 1) / kAlignment * kAlignment);
+  const size_t bytes =
+      std::max<size_t>(kAlignment, (static_cast<size_t>(size) * sizeof(float) + kAlignment - 1) /
+                                       kAlignment * kAlignment);
   data_ = static_cast<float*>(std::aligned_alloc(kAlignment, bytes));
   if (!data_) throw Error("Storage: out of memory allocating " + std::to_string(bytes) + " bytes");
   g_live_buffers.fetch_add(1, std::memory_order_relaxed);
-  const int64_t now =
-      g_live_bytes.fetch_add(size * static_cast<int64_t>(sizeof(float)), std::memory_order_relaxed) +
-      size * static_cast<int64_t>(sizeof(float));
+  const int64_t now = g_live_bytes.fetch_add(size * static_cast<int64_t>(sizeof(float)),
+                                             std::memory_order_relaxed) +
+                      size * static_cast<int64_t>(sizeof(float));
   int64_t peak = g_peak_bytes.load(std::memory_order_relaxed);
   while (now > peak && !g_peak_bytes.compare_exchange_weak(peak, now)) {
   }
@@ -68,9 +70,15 @@ namespace {
 thread_local bool t_grad_enabled = true;
 }
 
-bool grad_enabled() { return t_grad_enabled; }
-NoGradGuard::NoGradGuard() : previous_(t_grad_enabled) { t_grad_enabled = false; }
-NoGradGuard::~NoGradGuard() { t_grad_enabled = previous_; }
+bool grad_enabled() {
+  return t_grad_enabled;
+}
+NoGradGuard::NoGradGuard() : previous_(t_grad_enabled) {
+  t_grad_enabled = false;
+}
+NoGradGuard::~NoGradGuard() {
+  t_grad_enabled = previous_;
+}
 
 // ---------------------------------------------------------------- construction
 
@@ -84,8 +92,12 @@ Tensor Tensor::empty(const Shape& shape) {
   return Tensor(std::move(impl));
 }
 
-Tensor Tensor::zeros(const Shape& shape) { return full(shape, 0.0f); }
-Tensor Tensor::ones(const Shape& shape) { return full(shape, 1.0f); }
+Tensor Tensor::zeros(const Shape& shape) {
+  return full(shape, 0.0f);
+}
+Tensor Tensor::ones(const Shape& shape) {
+  return full(shape, 1.0f);
+}
 
 Tensor Tensor::full(const Shape& shape, float value) {
   Tensor t = empty(shape);
@@ -93,7 +105,9 @@ Tensor Tensor::full(const Shape& shape, float value) {
   return t;
 }
 
-Tensor Tensor::scalar(float value) { return full({}, value); }
+Tensor Tensor::scalar(float value) {
+  return full({}, value);
+}
 
 Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values) {
   if (static_cast<int64_t>(values.size()) != shape_numel(shape)) {
@@ -130,7 +144,9 @@ int64_t Tensor::size(int64_t axis) const {
   return impl_->shape[static_cast<size_t>(a)];
 }
 
-int64_t Tensor::numel() const { return shape_numel(shape()); }
+int64_t Tensor::numel() const {
+  return shape_numel(shape());
+}
 
 float* Tensor::data() {
   require_defined("Tensor::data");
@@ -159,13 +175,16 @@ std::string Tensor::str() const {
   if (numel() <= 16) {
     out << " {";
     const float* p = data();
-    for (int64_t i = 0; i < numel(); ++i) out << (i ? ", " : "") << p[i];
+    for (int64_t i = 0; i < numel(); ++i)
+      out << (i ? ", " : "") << p[i];
     out << "}";
   }
   return out.str();
 }
 
-Tensor Tensor::copy() const { return from_data(shape(), data()); }
+Tensor Tensor::copy() const {
+  return from_data(shape(), data());
+}
 
 Tensor Tensor::detach() const {
   require_defined("Tensor::detach");
@@ -213,9 +232,8 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
 void Tensor::fill_(float value) {
   float* p = data();
   const int64_t n = numel();
-  parallel_for(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
-    std::fill(p + begin, p + end, value);
-  });
+  parallel_for(n, kElementwiseGrain,
+               [&](int64_t begin, int64_t end) { std::fill(p + begin, p + end, value); });
 }
 
 void Tensor::copy_from(const Tensor& source) {
@@ -229,7 +247,9 @@ void Tensor::copy_from(const Tensor& source) {
 
 // ---------------------------------------------------------------- autograd
 
-bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
+bool Tensor::requires_grad() const {
+  return impl_ && impl_->requires_grad;
+}
 
 Tensor& Tensor::set_requires_grad(bool value) {
   require_defined("set_requires_grad");
@@ -238,7 +258,9 @@ Tensor& Tensor::set_requires_grad(bool value) {
   return *this;
 }
 
-bool Tensor::is_leaf() const { return impl_ && !impl_->node; }
+bool Tensor::is_leaf() const {
+  return impl_ && !impl_->node;
+}
 
 Tensor Tensor::grad() const {
   require_defined("Tensor::grad");
@@ -259,7 +281,8 @@ void Tensor::accumulate_grad(Tensor g) const {
   require_defined("accumulate_grad");
   if (g.shape() != impl_->shape) {
     throw ShapeError("accumulate_grad: gradient " + shape_str(g.shape()) + " for tensor " +
-                     shape_str(impl_->shape) + (impl_->node ? " (op " + impl_->node->op + ")" : ""));
+                     shape_str(impl_->shape) +
+                     (impl_->node ? " (op " + impl_->node->op + ")" : ""));
   }
   Tensor& acc = impl_->grad;
   if (!acc.defined()) {
@@ -273,7 +296,8 @@ void Tensor::accumulate_grad(Tensor g) const {
   float* a = acc.data();
   const float* b = g.data();
   parallel_for(acc.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) a[i] += b[i];
+    for (int64_t i = begin; i < end; ++i)
+      a[i] += b[i];
   });
 }
 
@@ -281,7 +305,8 @@ Tensor Tensor::make_result(Tensor result, const std::string& op, std::vector<Ten
                            std::function<void(const Tensor&, const Tensor&)> backward) {
   if (!grad_enabled()) return result;
   bool any = false;
-  for (const Tensor& t : inputs) any = any || t.requires_grad();
+  for (const Tensor& t : inputs)
+    any = any || t.requires_grad();
   if (!any) return result;
   auto node = std::make_shared<Node>();
   node->op = op;

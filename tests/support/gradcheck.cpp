@@ -15,7 +15,8 @@ double weighted_sum(const Tensor& out, const Tensor& w) {
   const float* o = out.data();
   const float* p = w.data();
   double total = 0.0;
-  for (int64_t i = 0; i < out.numel(); ++i) total += static_cast<double>(o[i]) * p[i];
+  for (int64_t i = 0; i < out.numel(); ++i)
+    total += static_cast<double>(o[i]) * p[i];
   return total;
 }
 
@@ -47,9 +48,11 @@ GradCheckResult gradcheck(const TensorFn& f, const std::vector<Tensor>& inputs,
     Tensor analytic = x.grad().defined() ? x.grad() : Tensor::zeros(x.shape());
     std::vector<int64_t> picks;
     if (n <= options.max_checks_per_input) {
-      for (int64_t i = 0; i < n; ++i) picks.push_back(i);
+      for (int64_t i = 0; i < n; ++i)
+        picks.push_back(i);
     } else {
-      for (int64_t i = 0; i < options.max_checks_per_input; ++i) picks.push_back(rng.randint(0, n));
+      for (int64_t i = 0; i < options.max_checks_per_input; ++i)
+        picks.push_back(rng.randint(0, n));
     }
     NoGradGuard no_grad;
     for (int64_t i : picks) {
@@ -68,8 +71,8 @@ GradCheckResult gradcheck(const TensorFn& f, const std::vector<Tensor>& inputs,
         result.ok = false;
         if (failures++ < 8) {
           std::ostringstream line;
-          line << "input " << k << " " << shape_str(x.shape()) << " element " << i
-               << ": analytic " << got << " numeric " << numeric << "\n";
+          line << "input " << k << " " << shape_str(x.shape()) << " element " << i << ": analytic "
+               << got << " numeric " << numeric << "\n";
           result.report += line.str();
         }
       }
@@ -96,7 +99,8 @@ Tensor distinct_values(const Shape& shape, Rng& rng, float gap) {
   Tensor t = Tensor::empty(shape);
   const int64_t n = t.numel();
   std::vector<int64_t> order(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  for (int64_t i = 0; i < n; ++i)
+    order[static_cast<size_t>(i)] = i;
   rng.shuffle(order.begin(), order.end());
   for (int64_t i = 0; i < n; ++i) {
     t.data()[i] = (static_cast<float>(order[static_cast<size_t>(i)]) - 0.5f * n) * gap;
@@ -110,7 +114,8 @@ Tensor positive_tensor(const Shape& shape, Rng& rng, float lo, float hi) {
 
 uint64_t fresh_seed() {
   if (const char* fixed = std::getenv("STGNN_TEST_SEED")) return std::strtoull(fixed, nullptr, 10);
-  return static_cast<uint64_t>(std::chrono::high_resolution_clock::now().time_since_epoch().count());
+  return static_cast<uint64_t>(
+      std::chrono::high_resolution_clock::now().time_since_epoch().count());
 }
 
 std::string fixture_path(const std::string& relative) {
@@ -123,7 +128,8 @@ Tensor read_fixture(const std::string& dir, const std::string& name) {
   if (!shape_file) throw IoError("read_fixture: cannot open " + base + ".shape");
   Shape shape;
   int64_t d;
-  while (shape_file >> d) shape.push_back(d);
+  while (shape_file >> d)
+    shape.push_back(d);
   std::ifstream data_file(base + ".f32", std::ios::binary);
   if (!data_file) throw IoError("read_fixture: cannot open " + base + ".f32");
   Tensor t = Tensor::empty(shape);
