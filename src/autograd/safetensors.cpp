@@ -1,0 +1,228 @@
+#include "autograd/safetensors.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "autograd/atomic_file.h"
+
+namespace stgnn {
+
+namespace {
+
+constexpr uint64_t kMaxHeaderBytes = 100 * 1024 * 1024;  // the reference implementation's limit
+constexpr const char* kChecksumKey = "stgnn.crc32";
+
+uint32_t crc32_of(const char* data, size_t size) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  // zlib takes uInt lengths: feed large buffers in pieces.
+  while (size > 0) {
+    const uInt piece = static_cast<uInt>(std::min<size_t>(size, 1u << 30));
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(data), piece);
+    data += piece;
+    size -= piece;
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exponent = (h >> 10) & 0x1fu;
+  uint32_t mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0) {
+    if (mantissa == 0) {
+      bits = sign;
+    } else {  // subnormal: renormalise
+      exponent = 127 - 15 + 1;
+      while (!(mantissa & 0x400u)) {
+        mantissa <<= 1;
+        --exponent;
+      }
+      bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
+    }
+  } else if (exponent == 31) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else {
+    bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+[[noreturn]] void bad(const std::string& source, const std::string& what) {
+  throw FormatError("safetensors '" + source + "': " + what);
+}
+
+}  // namespace
+
+std::string encode_safetensors(const std::vector<std::pair<std::string, Tensor>>& tensors,
+                               const std::map<std::string, std::string>& metadata) {
+  std::vector<std::pair<std::string, Tensor>> sorted = tensors;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (size_t i = 1; i < sorted.size(); ++i) {
+    if (sorted[i].first == sorted[i - 1].first)
+      throw ValueError("safetensors: duplicate name '" + sorted[i].first + "'");
+  }
+  std::string data;
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  nlohmann::ordered_json meta = nlohmann::ordered_json::object();
+  for (const auto& [key, value] : metadata)
+    meta[key] = value;
+  uint64_t offset = 0;
+  nlohmann::ordered_json entries = nlohmann::ordered_json::object();
+  for (const auto& [name, t] : sorted) {
+    if (name == "__metadata__")
+      throw ValueError("safetensors: reserved tensor name '__metadata__'");
+    const uint64_t bytes = static_cast<uint64_t>(t.numel()) * sizeof(float);
+    entries[name] = {
+        {"dtype", "F32"}, {"shape", t.shape()}, {"data_offsets", {offset, offset + bytes}}};
+    data.append(reinterpret_cast<const char*>(t.data()), bytes);
+    offset += bytes;
+  }
+  meta[kChecksumKey] = std::to_string(crc32_of(data.data(), data.size()));
+  header["__metadata__"] = meta;
+  for (auto& [name, entry] : entries.items())
+    header[name] = entry;
+  std::string json = header.dump();
+  json.append((8 - json.size() % 8) % 8, ' ');
+  std::string out(8, '\0');
+  const uint64_t n = json.size();
+  for (int i = 0; i < 8; ++i)
+    out[static_cast<size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
+  out += json;
+  out += data;
+  return out;
+}
+
+void save_safetensors(const std::string& path,
+                      const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  write_file_atomic(path, encode_safetensors(tensors, metadata));
+}
+
+NamedTensors decode_safetensors(const std::string& bytes, const std::string& source) {
+  if (bytes.size() < 8)
+    bad(source, "file of " + std::to_string(bytes.size()) +
+                    " bytes is shorter than its 8-byte header length");
+  uint64_t header_len = 0;
+  for (int i = 0; i < 8; ++i)
+    header_len |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[static_cast<size_t>(i)]))
+                  << (8 * i);
+  if (header_len > kMaxHeaderBytes || header_len > bytes.size() - 8) {
+    bad(source, "header length " + std::to_string(header_len) + " exceeds the file (" +
+                    std::to_string(bytes.size()) + " bytes)");
+  }
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(bytes.begin() + 8,
+                                   bytes.begin() + 8 + static_cast<int64_t>(header_len));
+  } catch (const nlohmann::json::exception& e) {
+    bad(source, std::string("header is not valid JSON (") + e.what() + ")");
+  }
+  if (!header.is_object()) bad(source, "header is not a JSON object");
+  const char* data = bytes.data() + 8 + header_len;
+  const uint64_t data_size = bytes.size() - 8 - header_len;
+  NamedTensors result;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      if (!entry.is_object()) bad(source, "__metadata__ is not an object");
+      for (const auto& [key, value] : entry.items()) {
+        if (!value.is_string()) bad(source, "metadata '" + key + "' is not a string");
+        result.metadata[key] = value.get<std::string>();
+      }
+      continue;
+    }
+    const std::string where = "tensor '" + name + "'";
+    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
+        !entry.contains("data_offsets")) {
+      bad(source, where + " lacks dtype, shape or data_offsets");
+    }
+    const auto& dtype_json = entry["dtype"];
+    const auto& shape_json = entry["shape"];
+    const auto& offsets_json = entry["data_offsets"];
+    if (!dtype_json.is_string() || !shape_json.is_array() || !offsets_json.is_array() ||
+        offsets_json.size() != 2 || !offsets_json[0].is_number_unsigned() ||
+        !offsets_json[1].is_number_unsigned()) {
+      bad(source, where + " has a malformed dtype, shape or data_offsets");
+    }
+    const std::string dtype = dtype_json.get<std::string>();
+    size_t element = 0;
+    if (dtype == "F32")
+      element = 4;
+    else if (dtype == "F16" || dtype == "BF16")
+      element = 2;
+    else if (dtype == "F64")
+      element = 8;
+    else
+      bad(source, where + " has unsupported dtype " + dtype + " (F32, F16, BF16, F64 are read)");
+    Shape shape;
+    uint64_t numel = 1;
+    for (const auto& d : shape_json) {
+      if (!d.is_number_unsigned()) bad(source, where + " has a non-integer or negative dimension");
+      const uint64_t dim = d.get<uint64_t>();
+      if (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / dim)
+        bad(source, where + " shape overflows");
+      numel *= dim;
+      shape.push_back(static_cast<int64_t>(dim));
+    }
+    const uint64_t begin = offsets_json[0].get<uint64_t>(), end = offsets_json[1].get<uint64_t>();
+    if (begin > end || end > data_size) {
+      bad(source, where + " data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
+                      ") outside the data section of " + std::to_string(data_size) + " bytes");
+    }
+    if (end - begin != numel * element) {
+      bad(source, where + " holds " + std::to_string(end - begin) + " bytes but shape " +
+                      shape_str(shape) + " of " + dtype + " needs " +
+                      std::to_string(numel * element));
+    }
+    ranges.emplace_back(begin, end);
+    Tensor t = Tensor::empty(shape);
+    float* out = t.data();
+    const char* src = data + begin;
+    for (uint64_t i = 0; i < numel; ++i) {
+      if (element == 4) {
+        std::memcpy(out + i, src + 4 * i, 4);
+      } else if (element == 8) {
+        double v;
+        std::memcpy(&v, src + 8 * i, 8);
+        out[i] = static_cast<float>(v);
+      } else {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        if (dtype == "F16") {
+          out[i] = half_to_float(h);
+        } else {
+          const uint32_t bits = static_cast<uint32_t>(h) << 16;
+          std::memcpy(out + i, &bits, 4);
+        }
+      }
+    }
+    result.tensors[name] = t;
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first < ranges[i - 1].second) bad(source, "tensors overlap in the data section");
+  }
+  const auto checksum = result.metadata.find(kChecksumKey);
+  if (checksum != result.metadata.end()) {
+    const std::string actual = std::to_string(crc32_of(data, data_size));
+    if (actual != checksum->second) {
+      bad(source, "checksum mismatch (stored " + checksum->second + ", computed " + actual +
+                      "): the file is corrupted");
+    }
+  }
+  return result;
+}
+
+NamedTensors load_safetensors(const std::string& path) {
+  return decode_safetensors(read_file(path), path);
+}
+
+}  // namespace stgnn
