@@ -1,0 +1,96 @@
+#include "common/cli.h"
+
+#include <sys/resource.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "autograd/parallel.h"
+
+namespace stgnn::experiments {
+
+namespace {
+
+// CLI11 configuration reader for JSON objects (CLI11 ships TOML/INI only).
+class JsonConfig : public CLI::Config {
+ public:
+  std::string to_config(const CLI::App* app, bool default_also, bool, std::string) const override {
+    nlohmann::json out = nlohmann::json::object();
+    for (const CLI::Option* option : app->get_options()) {
+      if (option->get_lnames().empty() || option->get_configurable() == false) continue;
+      const std::string name = option->get_lnames().front();
+      if (option->count() > 0) {
+        out[name] = option->as<std::string>();
+      } else if (default_also && !option->get_default_str().empty()) {
+        out[name] = option->get_default_str();
+      }
+    }
+    return out.dump(2);
+  }
+
+  std::vector<CLI::ConfigItem> from_config(std::istream& input) const override {
+    nlohmann::json json;
+    try {
+      input >> json;
+    } catch (const nlohmann::json::exception& e) {
+      throw CLI::ConversionError(std::string("--config: not valid JSON (") + e.what() + ")");
+    }
+    if (!json.is_object()) throw CLI::ConversionError("--config: the file must hold a JSON object");
+    std::vector<CLI::ConfigItem> items;
+    for (const auto& [key, value] : json.items()) {
+      CLI::ConfigItem item;
+      item.name = key;
+      if (value.is_boolean()) {
+        item.inputs = {value.get<bool>() ? "true" : "false"};
+      } else if (value.is_string()) {
+        item.inputs = {value.get<std::string>()};
+      } else if (value.is_number()) {
+        item.inputs = {value.dump()};
+      } else if (value.is_array()) {
+        for (const auto& element : value) item.inputs.push_back(element.is_string() ? element.get<std::string>() : element.dump());
+      } else {
+        continue;  // objects and nulls are bookkeeping, not flags
+      }
+      items.push_back(std::move(item));
+    }
+    return items;
+  }
+};
+
+}  // namespace
+
+void add_common_flags(CLI::App& app, CommonFlags& f) {
+  app.config_formatter(std::make_shared<JsonConfig>());
+  app.allow_config_extras(CLI::config_extras_mode::ignore);
+  app.set_config("--config", "", "read flags from a JSON file (keys = flag names); command-line flags win");
+  app.add_option("--out", f.out, "run directory (default runs/<program>-<UTC timestamp>)");
+  app.add_option("--epochs", f.epochs, "training epochs")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--batch-size", f.batch_size, "items per batch")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--lr", f.lr, "peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--weight-decay", f.weight_decay, "weight decay")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--seed", f.seed, "one seed for data order, initialisation, dropout and generators")->capture_default_str();
+  app.add_option("--threads", f.threads, "OpenMP threads (0 = all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--resume", f.resume, "continue the run in this directory from its last checkpoint")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--eval", f.eval, "evaluate this checkpoint only (no training); writes predictions")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--quiet", f.quiet, "no progress bar (automatic when stdout is not a terminal)");
+}
+
+nlohmann::json common_flags_json(const CommonFlags& f) {
+  return {{"epochs", f.epochs}, {"batch-size", f.batch_size}, {"lr", f.lr}, {"weight-decay", f.weight_decay},
+          {"seed", f.seed},     {"threads", f.threads},       {"quiet", f.quiet}};
+}
+
+int apply_threads(int threads) {
+  if (threads > 0) set_num_threads(threads);
+  return num_threads();
+}
+
+double peak_memory_mib() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+}  // namespace stgnn::experiments

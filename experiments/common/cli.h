@@ -1,0 +1,44 @@
+// The flags every experiment program shares (shared/design/cli.md), and --config FILE.json:
+// a JSON object whose keys are flag names without the dashes ("batch-size": 32); flags given
+// on the command line win over the file; unknown keys (such as the bookkeeping fields of a
+// saved config.json) are ignored, so `--config runs/x/config.json` replays a run.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace stgnn::experiments {
+
+struct CommonFlags {
+  std::string out;
+  int64_t epochs = 10;
+  int64_t batch_size = 32;
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  uint64_t seed = 1;
+  int threads = 0;  // 0 = all cores
+  std::string resume;
+  std::string eval;
+  std::string config;
+  bool quiet = false;
+};
+
+// Adds --out, --epochs, --batch-size, --lr, --weight-decay, --seed, --threads, --resume,
+// --eval, --config, --quiet with the current values of `flags` as defaults.
+void add_common_flags(CLI::App& app, CommonFlags& flags);
+
+// Their values as JSON, keyed by flag name.
+nlohmann::json common_flags_json(const CommonFlags& flags);
+
+// Applies --threads (0 = all cores) to OpenMP and returns the count in use.
+int apply_threads(int threads);
+
+// The exit codes of cli.md.
+enum ExitCode { kExitOk = 0, kExitBadInput = 1, kExitDiverged = 2, kExitInterrupted = 130 };
+
+// Peak resident memory of this process so far, in MiB.
+double peak_memory_mib();
+
+}  // namespace stgnn::experiments

@@ -1,0 +1,374 @@
+#include "models/rstg.h"
+
+#include <cmath>
+#include <limits>
+
+#include "autograd/parallel.h"
+
+namespace stgnn {
+
+// ---------------------------------------------------------------- variants
+
+namespace {
+const std::vector<std::pair<RstgVariant, std::string>> kVariantNames = {
+    {RstgVariant::kSpaceOnly, "space-only"},
+    {RstgVariant::kTimeOnly, "time-only"},
+    {RstgVariant::kHomogeneous, "homogeneous"},
+    {RstgVariant::kOneTempStage, "1-temp-stage"},
+    {RstgVariant::kAllTempStages, "all-temp-stages"},
+    {RstgVariant::kPositional, "positional"},
+    {RstgVariant::kMeanLstm, "mean-lstm"},
+    {RstgVariant::kConvLstm, "conv-lstm"},
+};
+}  // namespace
+
+RstgVariant parse_rstg_variant(const std::string& name) {
+  for (const auto& [variant, text] : kVariantNames) {
+    if (text == name) return variant;
+  }
+  std::string known;
+  for (const auto& [variant, text] : kVariantNames) known += (known.empty() ? "" : ", ") + text;
+  throw ValueError("unknown RSTG variant '" + name + "' (known: " + known + ")");
+}
+
+std::string rstg_variant_name(RstgVariant variant) {
+  for (const auto& [v, text] : kVariantNames) {
+    if (v == variant) return text;
+  }
+  return "?";
+}
+
+std::vector<std::string> rstg_variant_names() {
+  std::vector<std::string> names;
+  for (const auto& [variant, text] : kVariantNames) names.push_back(text);
+  return names;
+}
+
+int64_t rstg_map_size(const RstgConfig& config) {
+  int64_t size = config.image_size;
+  for (size_t i = 0; i < config.backbone_channels.size(); ++i) size = (size - 2) / 2;  // conv 3x3, pool 2
+  if (size < 1) {
+    throw ValueError("RSTG: the backbone's " + std::to_string(config.backbone_channels.size()) +
+                     " conv+pool blocks leave no map of a " + std::to_string(config.image_size) + " pixel image");
+  }
+  return size;
+}
+
+// ---------------------------------------------------------------- graph helpers
+
+namespace {
+
+// True when two cells overlap with positive area or share a side of positive length.
+bool cells_touch(const Cell& a, const Cell& b) {
+  constexpr float kEps = 1e-4f;
+  const float rows = std::min(a.bottom, b.bottom) - std::max(a.top, b.top);
+  const float cols = std::min(a.right, b.right) - std::max(a.left, b.left);
+  if (rows < -kEps || cols < -kEps) return false;
+  return (rows > kEps && cols > kEps) || (rows > kEps && std::fabs(cols) <= kEps) ||
+         (cols > kEps && std::fabs(rows) <= kEps);
+}
+
+EdgeList region_edges(const std::vector<Cell>& cells, bool fully_connected) {
+  std::vector<int64_t> src, dst;
+  const int64_t n = static_cast<int64_t>(cells.size());
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      if (i == j) continue;
+      if (fully_connected || cells_touch(cells[static_cast<size_t>(i)], cells[static_cast<size_t>(j)])) {
+        src.push_back(j);  // message j -> i
+        dst.push_back(i);
+      }
+    }
+  }
+  return {n, IndexTensor(src), IndexTensor(dst)};
+}
+
+// `copies` disjoint copies of g, copy c's nodes at c * g.nodes.
+EdgeList replicate(const EdgeList& g, int64_t copies) {
+  std::vector<int64_t> src, dst;
+  src.reserve(static_cast<size_t>(g.edges() * copies));
+  dst.reserve(static_cast<size_t>(g.edges() * copies));
+  for (int64_t c = 0; c < copies; ++c) {
+    for (int64_t e = 0; e < g.edges(); ++e) {
+      src.push_back(g.src[e] + c * g.nodes);
+      dst.push_back(g.dst[e] + c * g.nodes);
+    }
+  }
+  return {g.nodes * copies, IndexTensor(src), IndexTensor(dst)};
+}
+
+// Space-time graph over nodes laid out [T, B, n]: the frame graph in every (t, b), plus time
+// edges (t-1, b, i) -> (t, b, i).
+EdgeList spacetime_edges(const EdgeList& frame, int64_t frames, int64_t batch) {
+  EdgeList space = replicate(frame, frames * batch);
+  std::vector<int64_t> src = space.src.values, dst = space.dst.values;
+  const int64_t per_frame = batch * frame.nodes;
+  for (int64_t t = 1; t < frames; ++t) {
+    for (int64_t k = 0; k < per_frame; ++k) {
+      src.push_back((t - 1) * per_frame + k);
+      dst.push_back(t * per_frame + k);
+    }
+  }
+  return {frames * per_frame, IndexTensor(src), IndexTensor(dst)};
+}
+
+// out [N, F] = sum over edges e with dst(e) = i of messages[e].
+Tensor scatter_sum(const Tensor& messages, const EdgeList& g) {
+  return index_add(Tensor::zeros({g.nodes, messages.size(1)}), g.dst, messages);
+}
+
+// Softmax of scores [E, 1] over each destination's in-edges.
+Tensor edge_softmax(const Tensor& scores, const EdgeList& g) {
+  // Subtracting each group's max (a constant) leaves the softmax and its gradient unchanged
+  // and keeps exp() in range.
+  std::vector<float> group_max(static_cast<size_t>(g.nodes), -std::numeric_limits<float>::infinity());
+  const float* s = scores.data();
+  for (int64_t e = 0; e < g.edges(); ++e) {
+    float& m = group_max[static_cast<size_t>(g.dst[e])];
+    m = std::max(m, s[e]);
+  }
+  Tensor shift = Tensor::empty({g.edges(), 1});
+  for (int64_t e = 0; e < g.edges(); ++e) shift.data()[e] = group_max[static_cast<size_t>(g.dst[e])];
+  Tensor weights = exp(sub(scores, shift));
+  Tensor totals = index_add(Tensor::zeros({g.nodes, 1}), g.dst, weights);
+  return div(weights, index_select(totals, g.dst));
+}
+
+// Unnormalised Gaussian (std in map cells) centred on each cell, over a size x size map.
+// [cells, map_size^2]; cells are in map coordinates.
+Tensor gaussian_positions(const std::vector<Cell>& cells, int64_t map_size, float stddev) {
+  Tensor p = Tensor::empty({static_cast<int64_t>(cells.size()), map_size * map_size});
+  for (size_t k = 0; k < cells.size(); ++k) {
+    const float cy = 0.5f * (cells[k].top + cells[k].bottom), cx = 0.5f * (cells[k].left + cells[k].right);
+    for (int64_t r = 0; r < map_size; ++r) {
+      for (int64_t c = 0; c < map_size; ++c) {
+        const float dy = (r + 0.5f) - cy, dx = (c + 0.5f) - cx;
+        p.data()[static_cast<int64_t>(k) * map_size * map_size + r * map_size + c] =
+            std::exp(-(dy * dy + dx * dx) / (2.0f * stddev * stddev));
+      }
+    }
+  }
+  return p;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- TimeCell
+
+TimeCell::TimeCell(const std::string& kind, int64_t input, int64_t hidden, Rng& rng) : hidden_(hidden) {
+  if (kind != "lstm" && kind != "gru") throw ValueError("time cell '" + kind + "' (lstm or gru)");
+  lstm_ = kind == "lstm";
+  const int64_t gates = (lstm_ ? 4 : 3) * hidden;
+  const float bound = 1.0f / std::sqrt(static_cast<float>(hidden));
+  weight_ih = register_parameter("weight_ih", rand_uniform({gates, input}, rng, -bound, bound));
+  weight_hh = register_parameter("weight_hh", rand_uniform({gates, hidden}, rng, -bound, bound));
+  bias_ih = register_parameter("bias_ih", rand_uniform({gates}, rng, -bound, bound));
+  bias_hh = register_parameter("bias_hh", rand_uniform({gates}, rng, -bound, bound));
+}
+
+Tensor TimeCell::initial_state(int64_t n) const { return Tensor::zeros({n, lstm_ ? 2 * hidden_ : hidden_}); }
+
+Tensor TimeCell::output(const Tensor& state) const { return lstm_ ? slice(state, 1, 0, hidden_) : state; }
+
+Tensor TimeCell::step(const Tensor& x, const Tensor& state) {
+  const int64_t h = hidden_;
+  Tensor gi = linear(x, weight_ih, bias_ih);
+  if (lstm_) {
+    Tensor hp = slice(state, 1, 0, h), cp = slice(state, 1, h, 2 * h);
+    Tensor gates = add(gi, linear(hp, weight_hh, bias_hh));
+    Tensor i = sigmoid(slice(gates, 1, 0, h)), f = sigmoid(slice(gates, 1, h, 2 * h));
+    Tensor g = tanh(slice(gates, 1, 2 * h, 3 * h)), o = sigmoid(slice(gates, 1, 3 * h, 4 * h));
+    Tensor c = add(mul(f, cp), mul(i, g));
+    return concat({mul(o, tanh(c)), c}, 1);
+  }
+  Tensor gh = linear(state, weight_hh, bias_hh);
+  Tensor r = sigmoid(add(slice(gi, 1, 0, h), slice(gh, 1, 0, h)));
+  Tensor z = sigmoid(add(slice(gi, 1, h, 2 * h), slice(gh, 1, h, 2 * h)));
+  Tensor n = tanh(add(slice(gi, 1, 2 * h, 3 * h), mul(r, slice(gh, 1, 2 * h, 3 * h))));
+  return add(mul(sub(Tensor::ones({1}), z), n), mul(z, state));
+}
+
+// ---------------------------------------------------------------- SpaceStage
+
+SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, Rng& rng) : dim_(dim) {
+  const int64_t in = dim + position_dim;
+  // The send MLP's first layer on [x_j ; x_i] is W_j x_j + W_i x_i: two per-node products
+  // and a per-edge add instead of a product per edge on 2D-wide rows.
+  send_source = register_module("send_source", std::make_shared<Linear>(in, dim, true, rng));
+  send_target = register_module("send_target", std::make_shared<Linear>(in, dim, false, rng));
+  send_out = register_module("send_out", std::make_shared<Linear>(dim, dim, true, rng));
+  score_source = register_module("score_source", std::make_shared<Linear>(dim, 1, false, rng));
+  score_target = register_module("score_target", std::make_shared<Linear>(dim, 1, false, rng));
+  gather_bias = register_parameter("gather_bias", Tensor::zeros({dim}));
+  update = register_module("update", std::make_shared<MLP>(std::vector<int64_t>{2 * dim, dim, dim}, true, rng));
+}
+
+Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const EdgeList& g, Tensor* attention) {
+  const Tensor input = positions.defined() ? concat({x, positions}, 1) : x;
+  // Send: m_ji = ReLU(W2 ReLU(W_j x_j + W_i x_i + b1) + b2) per edge j -> i.
+  Tensor hidden = relu(add(index_select(send_source->forward(input), g.src), index_select(send_target->forward(input), g.dst)));
+  Tensor messages = relu(send_out->forward(hidden));
+  // Gather: a_ji = softmax_j LeakyReLU(w1 . x_i + w2 . x_j), g_i = ReLU(sum_j a_ji m_ji + b).
+  Tensor scores = leaky_relu(add(index_select(score_source->forward(x), g.src), index_select(score_target->forward(x), g.dst)), 0.2f);
+  Tensor weights = edge_softmax(scores, g);
+  if (attention) *attention = weights;
+  Tensor gathered = relu(add(scatter_sum(mul(messages, weights), g), gather_bias));
+  // Update: v_i = MLP([x_i ; g_i]).
+  return update->forward(concat({x, gathered}, 1));
+}
+
+// ---------------------------------------------------------------- Rstg
+
+Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
+  if (config.backbone_channels.empty()) throw ValueError("RSTG: backbone needs at least one conv block");
+  const int64_t map = rstg_map_size(config);
+  backbone_ = register_module("backbone", std::make_shared<Sequential>());
+  int64_t channels = config.in_channels;
+  for (int64_t width : config.backbone_channels) {
+    backbone_->add(std::make_shared<Conv2d>(channels, width, 3, 1, 0, true, rng));
+    if (config.backbone_batch_norm) backbone_->add(std::make_shared<BatchNorm2d>(width));
+    backbone_->add(std::make_shared<ReLU>());
+    backbone_->add(std::make_shared<MaxPool2d>(2));
+    channels = width;
+  }
+  const int64_t d = config.node_dim;
+  const RstgVariant v = config.variant;
+  if (v == RstgVariant::kMeanLstm || v == RstgVariant::kConvLstm) {
+    const int64_t in = v == RstgVariant::kMeanLstm ? channels : channels * map * map;
+    final_cell_ = register_module("final_time", std::make_shared<TimeCell>(config.cell, in, d, rng));
+    classifier_ = register_module("classifier", std::make_shared<Linear>(d, config.classes, true, rng));
+    return;
+  }
+  for (int64_t g : config.grids) {
+    const std::vector<Cell> grid = grid_cells(g, g, map, map);
+    cells_.insert(cells_.end(), grid.begin(), grid.end());
+  }
+  frame_graph_ = region_edges(cells_, config.fully_connected || config.attention_over_all_nodes);
+  node_norm_ = register_module("node_norm", std::make_shared<BatchNorm1d>(channels));
+  if (channels != d) node_projection_ = register_module("node_projection", std::make_shared<Linear>(channels, d, true, rng));
+  const bool positional = v == RstgVariant::kPositional;
+  if (positional) positions_ = gaussian_positions(cells_, map, config.positional_std);
+  if (v != RstgVariant::kTimeOnly) {
+    space_ = register_module("space", std::make_shared<SpaceStage>(d, positional ? map * map : 0, rng));
+  }
+  if (v == RstgVariant::kTimeOnly || v == RstgVariant::kAllTempStages || v == RstgVariant::kPositional) {
+    time_cell_ = register_module("time", std::make_shared<TimeCell>(config.cell, d, d, rng));
+  }
+  if (v != RstgVariant::kSpaceOnly && v != RstgVariant::kHomogeneous) {
+    final_cell_ = register_module("final_time", std::make_shared<TimeCell>(config.cell, d, d, rng));
+  }
+  classifier_ = register_module("classifier", std::make_shared<Linear>(d, config.classes, true, rng));
+}
+
+Tensor Rstg::backbone_forward(const Tensor& frames) { return backbone_->forward(frames); }
+
+// map [M, F, h, w] -> [M, nodes, D]
+Tensor Rstg::nodes_from_map(const Tensor& map) {
+  Tensor nodes = area_pool(map, cells_);  // [M, n, F]
+  const int64_t m = nodes.size(0), n = nodes.size(1), f = nodes.size(2);
+  Tensor flat = node_norm_->forward(nodes.reshape({m * n, f}));
+  if (node_projection_) flat = node_projection_->forward(flat);
+  return flat.reshape({m, n, -1});
+}
+
+Tensor Rstg::space(const Tensor& x, const EdgeList& graph, const Tensor& positions, int64_t frame, int64_t stage) {
+  Tensor attention;
+  Tensor out = space_->forward(x, positions, graph, record_attention ? &attention : nullptr);
+  if (record_attention) {
+    // Video 0's edges come first in every batched graph.
+    if (static_cast<int64_t>(last_attention.size()) <= frame) last_attention.resize(static_cast<size_t>(frame) + 1);
+    auto& per_stage = last_attention[static_cast<size_t>(frame)];
+    if (static_cast<int64_t>(per_stage.size()) <= stage) per_stage.resize(static_cast<size_t>(stage) + 1);
+    const float* a = attention.data();
+    per_stage[static_cast<size_t>(stage)].assign(a, a + frame_graph_.edges());
+  }
+  return out;
+}
+
+Tensor Rstg::forward(const Tensor& video) {
+  if (video.dim() != 5 || video.size(2) != config_.in_channels || video.size(3) != config_.image_size ||
+      video.size(4) != config_.image_size) {
+    throw ShapeError("RSTG: video " + shape_str(video.shape()) + ", expected [B,T," + std::to_string(config_.in_channels) +
+                     "," + std::to_string(config_.image_size) + "," + std::to_string(config_.image_size) + "]");
+  }
+  const int64_t b = video.size(0), t = video.size(1);
+  if (record_attention) last_attention.clear();
+  Tensor map = backbone_forward(video.reshape({b * t, config_.in_channels, config_.image_size, config_.image_size}));
+  const RstgVariant v = config_.variant;
+
+  // Baselines: one feature vector per frame, a recurrent cell over frames.
+  if (v == RstgVariant::kMeanLstm || v == RstgVariant::kConvLstm) {
+    const int64_t f = map.size(1), hw = map.size(2) * map.size(3);
+    Tensor per_frame = v == RstgVariant::kMeanLstm ? mean(map.reshape({b * t, f, hw}), 2) : map.reshape({b * t, f * hw});
+    Tensor sequence = permute(per_frame.reshape({b, t, -1}), {1, 0, 2});  // [T, B, F']
+    Tensor state = final_cell_->initial_state(b);
+    std::vector<Tensor> outputs;
+    for (int64_t s = 0; s < t; ++s) {
+      state = final_cell_->step(slice(sequence, 0, s, s + 1).reshape({b, -1}), state);
+      outputs.push_back(final_cell_->output(state));
+    }
+    Tensor pooled = mean(concat(outputs, 0).reshape({t, b, -1}), 0);
+    return classifier_->forward(pooled);
+  }
+
+  const int64_t n = static_cast<int64_t>(cells_.size()), d = config_.node_dim;
+  // Nodes laid out [T, B, n] so that one frame's nodes are a contiguous [B*n, D] block.
+  Tensor nodes = permute(nodes_from_map(map).reshape({b, t, n, d}), {1, 0, 2, 3}).reshape({t * b * n, d});
+  if (cached_batch_ != b) {
+    batch_graph_ = replicate(frame_graph_, b);
+    spacetime_graph_ = EdgeList{};
+    cached_batch_ = b;
+  }
+  Tensor frame_positions;
+  if (positions_.defined()) {
+    std::vector<int64_t> idx(static_cast<size_t>(b * n));
+    for (int64_t i = 0; i < b * n; ++i) idx[static_cast<size_t>(i)] = i % n;
+    frame_positions = index_select(positions_, IndexTensor(idx));
+  }
+  const auto frame_nodes = [&](const Tensor& all, int64_t s) { return slice(all, 0, s * b * n, (s + 1) * b * n); };
+  std::vector<Tensor> outputs;  // per frame [B*n, D]
+
+  if (v == RstgVariant::kSpaceOnly || v == RstgVariant::kOneTempStage || v == RstgVariant::kHomogeneous) {
+    // No recurrence between space stages: every frame at once.
+    const EdgeList* graph = &batch_graph_;
+    EdgeList all_frames;
+    if (v == RstgVariant::kHomogeneous) {
+      if (spacetime_graph_.nodes != t * b * n) spacetime_graph_ = spacetime_edges(frame_graph_, t, b);
+      graph = &spacetime_graph_;
+    } else {
+      all_frames = replicate(frame_graph_, t * b);
+      graph = &all_frames;
+    }
+    Tensor x = nodes;
+    for (int64_t k = 0; k < config_.stages; ++k) x = space(x, *graph, Tensor(), 0, k);
+    if (v == RstgVariant::kOneTempStage) {
+      Tensor state = final_cell_->initial_state(b * n);
+      for (int64_t s = 0; s < t; ++s) {
+        state = final_cell_->step(frame_nodes(x, s), state);
+        outputs.push_back(final_cell_->output(state));
+      }
+    } else {
+      for (int64_t s = 0; s < t; ++s) outputs.push_back(frame_nodes(x, s));
+    }
+  } else {
+    // Time-only, all-temp-stages, positional: frames in order, one hidden state per stage.
+    std::vector<Tensor> states;
+    for (int64_t k = 0; k < config_.stages; ++k) states.push_back(time_cell_->initial_state(b * n));
+    Tensor final_state = final_cell_->initial_state(b * n);
+    for (int64_t s = 0; s < t; ++s) {
+      Tensor x = frame_nodes(nodes, s);
+      for (int64_t k = 0; k < config_.stages; ++k) {
+        states[static_cast<size_t>(k)] = time_cell_->step(x, states[static_cast<size_t>(k)]);
+        x = time_cell_->output(states[static_cast<size_t>(k)]);
+        if (v != RstgVariant::kTimeOnly) x = space(x, batch_graph_, frame_positions, s, k);
+      }
+      final_state = final_cell_->step(x, final_state);
+      outputs.push_back(final_cell_->output(final_state));
+    }
+  }
+  // RSTG-to-vec: mean over time, sum over nodes, linear classifier.
+  Tensor over_time = mean(concat(outputs, 0).reshape({t, b, n, d}), 0);  // [B, n, D]
+  return classifier_->forward(sum(over_time, 1));
+}
+
+}  // namespace stgnn

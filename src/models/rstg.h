@@ -1,0 +1,129 @@
+// RSTG: Recurrent Space-time Graph neural network (Nicolicioiu, Duta, Leordeanu, NeurIPS 2019),
+// and the two baselines of its SyncMNIST table. See shared/design/rstg.md.
+//
+// A video [B, T, C, H, W] goes through a per-frame conv backbone to a map [B*T, F, h, w];
+// area pooling onto the cells of several grids gives one node per cell (default 3x3 + 2x2 +
+// 1x1 = 14 nodes), batch-normalised. Per frame, K space stages (send / attention gather /
+// update over the region graph) alternate with time stages (an LSTM or GRU per node, weights
+// shared over nodes and stages, one hidden state per stage), and a final time stage with its
+// own cell. The readout averages the final stage's outputs over time, sums over nodes and
+// applies a linear classifier.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/module.h"
+
+namespace stgnn {
+
+// Directed edges src -> dst over `nodes` nodes.
+struct EdgeList {
+  int64_t nodes = 0;
+  IndexTensor src, dst;
+  int64_t edges() const { return src.numel(); }
+};
+
+// A recurrent cell shared over nodes: state [N, S] (LSTM: S = 2H, [h ; c]).
+class TimeCell : public Module {
+ public:
+  TimeCell(const std::string& kind, int64_t input, int64_t hidden, Rng& rng);
+  // x [N, in], state [N, S] -> new state [N, S]
+  Tensor step(const Tensor& x, const Tensor& state);
+  Tensor initial_state(int64_t n) const;
+  Tensor output(const Tensor& state) const;  // h [N, H]
+  Tensor weight_ih, weight_hh, bias_ih, bias_hh;
+
+ private:
+  bool lstm_;
+  int64_t hidden_;
+};
+
+enum class RstgVariant {
+  kSpaceOnly,       // space stages only, frames independent, averaged over time
+  kTimeOnly,        // recurrence per node, no messages between nodes
+  kHomogeneous,     // one space-time graph (time edges i@t-1 -> i@t), no recurrent unit
+  kOneTempStage,    // K space stages per frame, one (final) time stage
+  kAllTempStages,   // a time stage before every space stage, plus the final one (the full model)
+  kPositional,      // all-temp-stages with positional Gaussian maps at the input of send
+  kMeanLstm,        // baseline: spatial mean of the frame map, LSTM over frames
+  kConvLstm,        // baseline: flattened frame map, LSTM over frames
+};
+
+RstgVariant parse_rstg_variant(const std::string& name);
+std::string rstg_variant_name(RstgVariant variant);
+std::vector<std::string> rstg_variant_names();
+
+struct RstgConfig {
+  RstgVariant variant = RstgVariant::kAllTempStages;
+  int64_t in_channels = 1;
+  int64_t image_size = 64;
+  std::vector<int64_t> backbone_channels = {32, 64, 128};  // paper: 512, 512, 512
+  bool backbone_batch_norm = true;    // BatchNorm2d after each conv (not in the paper)
+  int64_t node_dim = 128;             // D; a linear projection is added when != last channel
+  std::vector<int64_t> grids = {3, 2, 1};
+  int64_t stages = 3;                 // K
+  std::string cell = "lstm";          // time stage: "lstm" or "gru"
+  bool fully_connected = false;       // region graph: all pairs instead of overlap / shared side
+  bool attention_over_all_nodes = false;  // released-code attention: softmax over all nodes, +1 on edges
+  int64_t classes = 46;
+  float positional_std = 2.0f;        // Gaussian maps, in map cells
+};
+
+// Shapes through the model, for a config (checks the backbone leaves a map of at least 1x1).
+int64_t rstg_map_size(const RstgConfig& config);
+
+// One space stage: send MLP over edges, attention gather, update MLP. Weights shared by all
+// stages and frames.
+class SpaceStage : public Module {
+ public:
+  SpaceStage(int64_t dim, int64_t position_dim, Rng& rng);
+  // x [N, D] node features, positions [N, P] or undefined -> [N, D]; optionally returns the
+  // attention weights [E] (for pictures).
+  Tensor forward(const Tensor& x, const Tensor& positions, const EdgeList& graph, Tensor* attention = nullptr);
+
+  std::shared_ptr<Linear> send_source, send_target, send_out;  // send MLP, first layer split
+  std::shared_ptr<Linear> score_source, score_target;          // scalar attention projections
+  Tensor gather_bias;
+  std::shared_ptr<MLP> update;
+
+ private:
+  int64_t dim_;
+};
+
+class Rstg : public Module {
+ public:
+  Rstg(const RstgConfig& config, Rng& rng = global_rng());
+  // video [B, T, C, H, W] -> logits [B, classes].
+  Tensor forward(const Tensor& video);
+  // Attention weights of the last forward for the first video of the batch: per frame, per
+  // stage, per edge of the 14-node graph ([T][K][E0]); filled when record_attention is set.
+  bool record_attention = false;
+  std::vector<std::vector<std::vector<float>>> last_attention;
+
+  const RstgConfig& config() const { return config_; }
+  const EdgeList& frame_graph() const { return frame_graph_; }
+  const std::vector<Cell>& cells() const { return cells_; }
+
+ private:
+  Tensor backbone_forward(const Tensor& frames);  // [B*T, C, H, W] -> [B*T, F, h, w]
+  Tensor nodes_from_map(const Tensor& map);       // -> [B*T, nodes, D]
+  Tensor space(const Tensor& x, const EdgeList& graph, const Tensor& positions, int64_t frame, int64_t stage);
+
+  RstgConfig config_;
+  std::vector<Cell> cells_;
+  EdgeList frame_graph_;  // the region graph of one frame
+  std::shared_ptr<Sequential> backbone_;
+  std::shared_ptr<BatchNorm> node_norm_;
+  std::shared_ptr<Linear> node_projection_;
+  std::shared_ptr<SpaceStage> space_;
+  std::shared_ptr<TimeCell> time_cell_, final_cell_;
+  std::shared_ptr<Linear> classifier_;
+  Tensor positions_;  // [nodes, 36] Gaussian maps (positional variant)
+  // Batched graphs, rebuilt when the batch size changes.
+  int64_t cached_batch_ = -1;
+  EdgeList batch_graph_, spacetime_graph_;
+};
+
+}  // namespace stgnn
