@@ -21,7 +21,7 @@
 
 #include "data/csv.h"
 #include "data/egoexo.h"
-#include "data/file_io.h"
+#include "autograd/atomic_file.h"
 #include "data/npy.h"
 #include "data/torch_pt.h"
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "autograd/error.h"
+#include "autograd/atomic_file.h"
 #include "data/mnist.h"
 #include "video/syncmnist.h"
 

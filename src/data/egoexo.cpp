@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "data/csv.h"
-#include "data/file_io.h"
+#include "autograd/atomic_file.h"
 #include "data/npy.h"
 #include "data/torch_pt.h"
 

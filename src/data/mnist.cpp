@@ -1,5 +1,6 @@
 #include "data/mnist.h"
 
+
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -18,6 +19,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "autograd/atomic_file.h"
 #include "autograd/error.h"
 
 namespace stgnn {
@@ -289,48 +291,6 @@ std::vector<TarFile> parse_tar(const uint8_t* data, size_t size, const std::stri
 
 // ---- files ----
 
-void write_all(int fd, const uint8_t* data, size_t size, const std::string& path) {
-  while (size > 0) {
-    const ssize_t n = ::write(fd, data, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw IoError("cannot write '" + path + "': " + errno_text());
-    }
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-}
-
-void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw IoError("cannot create '" + tmp + "': " + errno_text());
-  try {
-    write_all(fd, bytes.data(), bytes.size(), tmp);
-    if (::fsync(fd) != 0) throw IoError("cannot fsync '" + tmp + "': " + errno_text());
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  if (::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw IoError("cannot close '" + tmp + "': " + errno_text());
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = errno_text();
-    ::unlink(tmp.c_str());
-    throw IoError("cannot rename '" + tmp + "' to '" + path + "': " + why);
-  }
-  // The rename is durable only once the directory entry is on disk.
-  fs::path dir = fs::path(path).parent_path();
-  if (dir.empty()) dir = ".";
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    ::fsync(dir_fd);
-    ::close(dir_fd);
-  }
-}
 
 // ---- npm ----
 
@@ -443,33 +403,6 @@ std::vector<int64_t> class_counts(const DigitSet& set) {
   return counts;
 }
 
-std::vector<uint8_t> read_file_bytes(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw IoError("cannot open '" + path + "': " + errno_text());
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) throw IoError("cannot stat '" + path + "': " + errno_text());
-  if (!S_ISREG(st.st_mode)) throw IoError("'" + path + "' is not a regular file");
-  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
-  size_t filled = 0;
-  while (filled < bytes.size()) {
-    const ssize_t n = ::read(fd, bytes.data() + filled, bytes.size() - filled);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw IoError("cannot read '" + path + "': " + errno_text());
-    }
-    if (n == 0) break;
-    filled += static_cast<size_t>(n);
-  }
-  if (filled != bytes.size()) {
-    throw IoError("'" + path + "' shrank while being read (" + std::to_string(filled) + " of " +
-                  std::to_string(bytes.size()) + " bytes)");
-  }
-  return bytes;
-}
 
 std::vector<uint8_t> gunzip(const uint8_t* data, size_t size, size_t max_output,
                             const std::string& name) {
@@ -621,7 +554,8 @@ DigitSet parse_digit_cache(const uint8_t* data, size_t size, const std::string& 
 }
 
 void write_digit_cache(const DigitSet& set, const std::string& path) {
-  write_file_atomic(path, encode_digit_cache(set));
+  const std::vector<uint8_t> bytes = encode_digit_cache(set);
+  write_file_atomic(path, {{bytes.data(), bytes.size()}});
 }
 
 DigitSet read_digit_cache(const std::string& path) {

@@ -124,9 +124,6 @@ DigitSet read_digit_cache(const std::string& path);
 
 // ---- shared byte helpers ----
 
-// The whole file; IoError naming the path when it cannot be opened or read.
-std::vector<uint8_t> read_file_bytes(const std::string& path);
-
 // Decompresses a gzip stream (several members are concatenated) of at most max_output
 // bytes; FormatError naming `name` when the stream is corrupt, truncated, or longer.
 std::vector<uint8_t> gunzip(const uint8_t* data, size_t size, size_t max_output,

@@ -7,7 +7,7 @@
 #include <limits>
 
 #include "data/bytes.h"
-#include "data/file_io.h"
+#include "autograd/atomic_file.h"
 
 namespace stgnn {
 

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "data/bytes.h"
-#include "data/file_io.h"
+#include "autograd/atomic_file.h"
 
 namespace stgnn {
 
