@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -477,7 +478,7 @@ TEST_CASE("generator: motion, classes, labels and the source rule follow the pro
       REQUIRE(v.frames.size() == 10u * 64 * 64);
       REQUIRE(v.positions.size() == 10u * digits * 2);
       // Source rule and classes.
-      CHECK(v.digit_indices[0] == static_cast<int64_t>(index % pool.count));
+      CHECK(v.digit_indices[0] == source_digit(11, index, pool.count));
       std::set<int> classes(v.digit_classes.begin(), v.digit_classes.end());
       CHECK(classes.size() == static_cast<size_t>(digits));
       for (int s = 0; s < digits; ++s) {
@@ -722,4 +723,26 @@ TEST_CASE("resize: constants stay constant; bit-identical to Pillow's BILINEAR")
     resize_bilinear_u8(src.data(), k.sh, k.sw, dst.data(), k.dh, k.dw);
     CHECK(dst == read_fixture(k.file));
   }
+}
+
+TEST_CASE("source digits: a permutation of the pool per pass, different per pass and seed") {
+  for (int64_t n : {1, 2, 7, 64, 1663, 8337}) {
+    CAPTURE(n);
+    std::vector<int> hits(static_cast<size_t>(n), 0);
+    for (int64_t k = 0; k < n; ++k) ++hits[static_cast<size_t>(source_digit(5, static_cast<uint64_t>(k), n))];
+    CHECK(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
+    std::fill(hits.begin(), hits.end(), 0);
+    for (int64_t k = 0; k < n; ++k) ++hits[static_cast<size_t>(source_digit(5, static_cast<uint64_t>(3 * n + k), n))];
+    CHECK(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
+  }
+  // Not the identity, and pass 0 differs from pass 1 and from another seed.
+  int same_identity = 0, same_pass = 0, same_seed = 0;
+  for (uint64_t k = 0; k < 1000; ++k) {
+    same_identity += source_digit(5, k, 1000) == static_cast<int64_t>(k);
+    same_pass += source_digit(5, k, 1000) == source_digit(5, 1000 + k, 1000);
+    same_seed += source_digit(5, k, 1000) == source_digit(6, k, 1000);
+  }
+  CHECK(same_identity < 20);
+  CHECK(same_pass < 20);
+  CHECK(same_seed < 20);
 }

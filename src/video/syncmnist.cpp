@@ -161,7 +161,7 @@ void generate_into(const Generator& g, uint64_t seed, uint64_t index, Scratch& s
 
   const bool none = rng.uniform_double() < o.none_probability;
 
-  const int64_t source = static_cast<int64_t>(index % static_cast<uint64_t>(g.pool.count));
+  const int64_t source = source_digit(seed, index, g.pool.count);
   out.indices[0] = source;
   out.classes[0] = g.pool.labels[source];
   std::array<int, kDigitClasses - 1> others{};
@@ -234,6 +234,27 @@ void generate_into(const Generator& g, uint64_t seed, uint64_t index, Scratch& s
 }
 
 }  // namespace
+
+int64_t source_digit(uint64_t seed, uint64_t index, int64_t pool_count) {
+  if (pool_count <= 0) throw ValueError("source_digit: empty pool");
+  const uint64_t n = static_cast<uint64_t>(pool_count);
+  const uint64_t key = mix64(seed ^ mix64(index / n + 0x50a5ce));
+  int bits = 1;
+  while ((uint64_t{1} << bits) < n) ++bits;
+  const uint64_t mask = (uint64_t{1} << bits) - 1;
+  // Each round is a bijection on [0, 2^bits): multiply by an odd constant, add a key, xor-shift
+  // right. Cycle-walking (re-applying until the value falls below n) restricts the bijection
+  // to [0, n); the expected number of walks is below 2.
+  uint64_t x = index % n;
+  do {
+    for (int round = 0; round < 4; ++round) {
+      const uint64_t round_key = mix64(key + static_cast<uint64_t>(round));
+      x = (x * (round_key | 1) + (round_key >> 17)) & mask;
+      x ^= x >> (bits / 2 + 1);
+    }
+  } while (x >= n);
+  return static_cast<int64_t>(x);
+}
 
 int pair_class(int a, int b) {
   if (a < 0 || a >= kDigitClasses || b < 0 || b >= kDigitClasses || a == b) {

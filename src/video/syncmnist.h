@@ -7,9 +7,12 @@
 //  1. rng = Rng(seed).fork(index): every video is a pure function of (seed, index), so
 //     batches can be made in parallel and in any order with identical bytes.
 //  2. none = rng.uniform_double() < none_probability  (label 45: every digit independent).
-//  3. Slot 0, the "source", is pool digit (index mod pool.count), on both splits: video i of
-//     the test split uses test digit i when i < pool.count, as in the released data; train
-//     video i = rep * N + k uses train digit k, like the released 10 passes over 60,000.
+//  3. Slot 0, the "source", is pool digit source_digit(seed, index, N): video i = pass * N + k
+//     of a split uses digit perm_pass(k), perm_pass a seeded permutation of the N pool digits.
+//     So every digit is the source once per pass over the pool (the released data: the test
+//     split uses each of the 10,000 test digits once; train makes 10 passes over 60,000),
+//     while consecutive videos do not share a source class (pools are often sorted by class,
+//     as the npm digits are, which would make every batch of consecutive videos one class).
 //  4. Slots 1..D-1: the 9 classes other than the source's are shuffled (rng.shuffle) and the
 //     first D-1 are taken; for each, a digit of that class is drawn uniformly from the pool
 //     (rng.randint over that class's digits in pool order).
@@ -86,6 +89,11 @@ struct SyncVideo {
 // One video (steps above). ValueError if the options are invalid, the pool is malformed, or
 // the pool lacks a class. Indexes the pool by class on every call (O(pool.count)): use
 // generate_batch for many videos.
+// The source digit of video `index`: a permutation of [0, pool_count) per pass of pool_count
+// videos, keyed by (seed, pass) (cycle-walking over keyed bijective mixing of the next power
+// of two, so it needs no table).
+int64_t source_digit(uint64_t seed, uint64_t index, int64_t pool_count);
+
 SyncVideo generate_video(const DigitSet& pool, uint64_t seed, uint64_t index,
                          const SyncMnistOptions& options);
 
