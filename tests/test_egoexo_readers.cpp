@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
+#include "autograd/atomic_file.h"
 #include "data/csv.h"
 #include "data/egoexo.h"
-#include "autograd/atomic_file.h"
 #include "data/npy.h"
 #include "data/torch_pt.h"
 

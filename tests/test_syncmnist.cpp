@@ -16,12 +16,14 @@
 #include <string>
 #include <vector>
 
-#include "autograd/error.h"
 #include "autograd/atomic_file.h"
+#include "autograd/error.h"
 #include "data/mnist.h"
+#include "support/synthetic_digits.h"
 #include "video/syncmnist.h"
 
 using namespace stgnn;
+using namespace stgnn::testing;
 namespace fs = std::filesystem;
 
 namespace {
@@ -59,58 +61,6 @@ std::vector<uint8_t> gzip_bytes(const std::vector<uint8_t>& in) {
   REQUIRE(deflate(&zs, Z_FINISH) == Z_STREAM_END);
   out.resize(zs.total_out);
   deflateEnd(&zs);
-  return out;
-}
-
-void append_be32(std::vector<uint8_t>& out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8)
-    out.push_back(static_cast<uint8_t>(v >> shift));
-}
-
-// A 28x28 digit of class `label`, variant `variant`: a bar whose column and brightness depend
-// on both, on a faint (below the ink threshold) checkerboard.
-std::vector<uint8_t> synthetic_digit(int label, int variant) {
-  std::vector<uint8_t> img(kDigitPixels);
-  for (int r = 0; r < kDigitSide; ++r) {
-    for (int c = 0; c < kDigitSide; ++c) {
-      const bool bar = c >= 3 + 2 * label && c < 6 + 2 * label && r >= 2 + variant % 5 && r < 26;
-      img[r * kDigitSide + c] =
-          bar ? static_cast<uint8_t>(120 + 12 * label + variant % 11) : ((r + c) % 2 ? 5 : 0);
-    }
-  }
-  return img;
-}
-
-// per_class digits of each class, classes interleaved (0, 1, ..., 9, 0, 1, ...).
-DigitSet synthetic_pool(int per_class) {
-  DigitSet set;
-  for (int v = 0; v < per_class; ++v) {
-    for (int label = 0; label < kDigitClasses; ++label) {
-      const std::vector<uint8_t> img = synthetic_digit(label, v);
-      set.pixels.insert(set.pixels.end(), img.begin(), img.end());
-      set.labels.push_back(static_cast<uint8_t>(label));
-      ++set.count;
-    }
-  }
-  return set;
-}
-
-std::vector<uint8_t> idx_images(const DigitSet& set, uint32_t magic = 2051, uint32_t rows = 28,
-                                uint32_t cols = 28) {
-  std::vector<uint8_t> out;
-  append_be32(out, magic);
-  append_be32(out, static_cast<uint32_t>(set.count));
-  append_be32(out, rows);
-  append_be32(out, cols);
-  out.insert(out.end(), set.pixels.begin(), set.pixels.end());
-  return out;
-}
-
-std::vector<uint8_t> idx_labels(const DigitSet& set, uint32_t magic = 2049) {
-  std::vector<uint8_t> out;
-  append_be32(out, magic);
-  append_be32(out, static_cast<uint32_t>(set.count));
-  out.insert(out.end(), set.labels.begin(), set.labels.end());
   return out;
 }
 
@@ -729,10 +679,12 @@ TEST_CASE("source digits: a permutation of the pool per pass, different per pass
   for (int64_t n : {1, 2, 7, 64, 1663, 8337}) {
     CAPTURE(n);
     std::vector<int> hits(static_cast<size_t>(n), 0);
-    for (int64_t k = 0; k < n; ++k) ++hits[static_cast<size_t>(source_digit(5, static_cast<uint64_t>(k), n))];
+    for (int64_t k = 0; k < n; ++k)
+      ++hits[static_cast<size_t>(source_digit(5, static_cast<uint64_t>(k), n))];
     CHECK(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
     std::fill(hits.begin(), hits.end(), 0);
-    for (int64_t k = 0; k < n; ++k) ++hits[static_cast<size_t>(source_digit(5, static_cast<uint64_t>(3 * n + k), n))];
+    for (int64_t k = 0; k < n; ++k)
+      ++hits[static_cast<size_t>(source_digit(5, static_cast<uint64_t>(3 * n + k), n))];
     CHECK(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
   }
   // Not the identity, and pass 0 differs from pass 1 and from another seed.

@@ -47,7 +47,8 @@ class JsonConfig : public CLI::Config {
       } else if (value.is_number()) {
         item.inputs = {value.dump()};
       } else if (value.is_array()) {
-        for (const auto& element : value) item.inputs.push_back(element.is_string() ? element.get<std::string>() : element.dump());
+        for (const auto& element : value)
+          item.inputs.push_back(element.is_string() ? element.get<std::string>() : element.dump());
       } else {
         continue;  // objects and nulls are bookkeeping, not flags
       }
@@ -62,24 +63,41 @@ class JsonConfig : public CLI::Config {
 void add_common_flags(CLI::App& app, CommonFlags& f) {
   app.config_formatter(std::make_shared<JsonConfig>());
   app.allow_config_extras(CLI::config_extras_mode::ignore);
-  app.set_config("--config", "", "read flags from a JSON file (keys = flag names); command-line flags win");
+  app.set_config("--config", "",
+                 "read flags from a JSON file (keys = flag names); command-line flags win");
   app.add_option("--out", f.out, "run directory (default runs/<program>-<UTC timestamp>)");
-  app.add_option("--epochs", f.epochs, "training epochs")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--batch-size", f.batch_size, "items per batch")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--lr", f.lr, "peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--weight-decay", f.weight_decay, "weight decay")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.add_option("--seed", f.seed, "one seed for data order, initialisation, dropout and generators")->capture_default_str();
-  app.add_option("--threads", f.threads, "OpenMP threads (0 = all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.add_option("--resume", f.resume, "continue the run in this directory from its last checkpoint")
+  app.add_option("--epochs", f.epochs, "training epochs")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--batch-size", f.batch_size, "items per batch")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--lr", f.lr, "peak learning rate")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--weight-decay", f.weight_decay, "weight decay")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--seed", f.seed,
+                 "one seed for data order, initialisation, dropout and generators")
+      ->capture_default_str();
+  app.add_option("--threads", f.threads, "OpenMP threads (0 = all cores)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--resume", f.resume,
+                 "continue the run in this directory from its last checkpoint")
       ->check(CLI::ExistingDirectory);
-  app.add_option("--eval", f.eval, "evaluate this checkpoint only (no training); writes predictions")
+  app.add_option("--eval", f.eval,
+                 "evaluate this checkpoint only (no training); writes predictions")
       ->check(CLI::ExistingFile);
   app.add_flag("--quiet", f.quiet, "no progress bar (automatic when stdout is not a terminal)");
 }
 
 nlohmann::json common_flags_json(const CommonFlags& f) {
-  return {{"epochs", f.epochs}, {"batch-size", f.batch_size}, {"lr", f.lr}, {"weight-decay", f.weight_decay},
-          {"seed", f.seed},     {"threads", f.threads},       {"quiet", f.quiet}};
+  return {{"epochs", f.epochs}, {"batch-size", f.batch_size},
+          {"lr", f.lr},         {"weight-decay", f.weight_decay},
+          {"seed", f.seed},     {"threads", f.threads},
+          {"quiet", f.quiet}};
 }
 
 int apply_threads(int threads) {

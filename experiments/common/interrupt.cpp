@@ -1,8 +1,8 @@
 #include "common/interrupt.h"
 
+#include <unistd.h>
 #include <csignal>
 #include <cstdlib>
-#include <unistd.h>
 
 namespace stgnn::experiments {
 
@@ -16,7 +16,8 @@ void on_signal(int) {
     ::_exit(130);
   }
   g_interrupted = 1;
-  const char message[] = "\ninterrupt: finishing the current batch, saving a checkpoint (again to quit now)\n";
+  const char message[] =
+      "\ninterrupt: finishing the current batch, saving a checkpoint (again to quit now)\n";
   [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, message, sizeof(message) - 1);
 }
 
@@ -30,6 +31,8 @@ void install_interrupt_handler() {
   sigaction(SIGTERM, &action, nullptr);
 }
 
-bool interrupted() { return g_interrupted != 0; }
+bool interrupted() {
+  return g_interrupted != 0;
+}
 
 }  // namespace stgnn::experiments

@@ -7,7 +7,9 @@
 
 namespace stgnn::experiments {
 
-bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }
+bool stdout_is_terminal() {
+  return ::isatty(STDOUT_FILENO) == 1;
+}
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -17,7 +19,8 @@ std::string format_duration(double seconds) {
     std::snprintf(buffer, sizeof(buffer), "%lldh%02lldm", static_cast<long long>(s / 3600),
                   static_cast<long long>(s % 3600 / 60));
   } else if (s >= 60) {
-    std::snprintf(buffer, sizeof(buffer), "%lldm%02llds", static_cast<long long>(s / 60), static_cast<long long>(s % 60));
+    std::snprintf(buffer, sizeof(buffer), "%lldm%02llds", static_cast<long long>(s / 60),
+                  static_cast<long long>(s % 60));
   } else {
     std::snprintf(buffer, sizeof(buffer), "%llds", static_cast<long long>(s));
   }
@@ -25,7 +28,10 @@ std::string format_duration(double seconds) {
 }
 
 ProgressBar::ProgressBar(bool live, std::string label, int64_t total_batches)
-    : live_(live), label_(std::move(label)), total_(total_batches), start_(std::chrono::steady_clock::now()) {
+    : live_(live),
+      label_(std::move(label)),
+      total_(total_batches),
+      start_(std::chrono::steady_clock::now()) {
   last_draw_ = start_ - std::chrono::seconds(1);
 }
 
@@ -36,14 +42,15 @@ void ProgressBar::update(int64_t done, double loss, double accuracy, double item
   if (done < total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
   last_draw_ = now;
   const double elapsed = std::chrono::duration<double>(now - start_).count();
-  const double eta = done > 0 ? elapsed * static_cast<double>(total_ - done) / static_cast<double>(done) : NAN;
+  const double eta =
+      done > 0 ? elapsed * static_cast<double>(total_ - done) / static_cast<double>(done) : NAN;
   constexpr int kWidth = 24;
   const int filled = total_ > 0 ? static_cast<int>(kWidth * done / total_) : 0;
   std::string bar(static_cast<size_t>(filled), '#');
   bar.resize(kWidth, '.');
-  std::printf("\r%s [%s] %lld/%lld  eta %s  loss %.4f  acc %.1f%%  %.1f items/s   ", label_.c_str(), bar.c_str(),
-              static_cast<long long>(done), static_cast<long long>(total_), format_duration(eta).c_str(), loss,
-              100.0 * accuracy, items_per_s);
+  std::printf("\r%s [%s] %lld/%lld  eta %s  loss %.4f  acc %.1f%%  %.1f items/s   ", label_.c_str(),
+              bar.c_str(), static_cast<long long>(done), static_cast<long long>(total_),
+              format_duration(eta).c_str(), loss, 100.0 * accuracy, items_per_s);
   std::fflush(stdout);
 }
 

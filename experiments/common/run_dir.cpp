@@ -49,8 +49,8 @@ std::string metrics_csv(const std::vector<EpochMetrics>& rows) {
   out << "epoch,train_loss,train_acc,val_loss,val_acc,seconds,items_per_s\n";
   out.precision(6);
   for (const EpochMetrics& r : rows) {
-    out << r.epoch << ',' << r.train_loss << ',' << r.train_acc << ',' << r.val_loss << ',' << r.val_acc << ','
-        << r.seconds << ',' << r.items_per_s << '\n';
+    out << r.epoch << ',' << r.train_loss << ',' << r.train_acc << ',' << r.val_loss << ','
+        << r.val_acc << ',' << r.seconds << ',' << r.items_per_s << '\n';
   }
   return out.str();
 }
@@ -73,7 +73,8 @@ void RunDirectory::load_metrics(int64_t first_new_epoch) {
     std::replace(line.begin(), line.end(), ',', ' ');
     std::istringstream fields(line);
     EpochMetrics r;
-    if (fields >> r.epoch >> r.train_loss >> r.train_acc >> r.val_loss >> r.val_acc >> r.seconds >> r.items_per_s) {
+    if (fields >> r.epoch >> r.train_loss >> r.train_acc >> r.val_loss >> r.val_acc >> r.seconds >>
+        r.items_per_s) {
       if (r.epoch < first_new_epoch) metrics_.push_back(r);
     }
   }
@@ -90,8 +91,9 @@ struct Series {
 };
 
 // One panel: axes, ticks, polylines, legend, inside a w x h box at (x0, y0).
-void draw_panel(std::ostringstream& svg, double x0, double y0, double w, double h, const std::string& label,
-                const std::vector<int64_t>& epochs, const std::vector<Series>& series) {
+void draw_panel(std::ostringstream& svg, double x0, double y0, double w, double h,
+                const std::string& label, const std::vector<int64_t>& epochs,
+                const std::vector<Series>& series) {
   const double left = x0 + 55, right = x0 + w - 15, top = y0 + 30, bottom = y0 + h - 40;
   double lo = INFINITY, hi = -INFINITY;
   for (const Series& s : series) {
@@ -107,38 +109,44 @@ void draw_panel(std::ostringstream& svg, double x0, double y0, double w, double 
   const double pad = 0.05 * (hi - lo);
   lo -= pad;
   hi += pad;
-  const int64_t first = epochs.empty() ? 0 : epochs.front(), last = epochs.empty() ? 1 : std::max(epochs.back(), first + 1);
-  const auto px = [&](double e) { return left + (right - left) * (e - first) / static_cast<double>(last - first); };
+  const int64_t first = epochs.empty() ? 0 : epochs.front(),
+                last = epochs.empty() ? 1 : std::max(epochs.back(), first + 1);
+  const auto px = [&](double e) {
+    return left + (right - left) * (e - first) / static_cast<double>(last - first);
+  };
   const auto py = [&](double v) { return bottom - (bottom - top) * (v - lo) / (hi - lo); };
-  svg << "<text x='" << (left + right) / 2 << "' y='" << y0 + 18 << "' text-anchor='middle' font-size='14'>" << label
-      << "</text>\n";
-  svg << "<rect x='" << left << "' y='" << top << "' width='" << right - left << "' height='" << bottom - top
-      << "' fill='none' stroke='#444'/>\n";
+  svg << "<text x='" << (left + right) / 2 << "' y='" << y0 + 18
+      << "' text-anchor='middle' font-size='14'>" << label << "</text>\n";
+  svg << "<rect x='" << left << "' y='" << top << "' width='" << right - left << "' height='"
+      << bottom - top << "' fill='none' stroke='#444'/>\n";
   for (int k = 0; k <= 4; ++k) {
     const double v = lo + (hi - lo) * k / 4.0;
     svg << "<line x1='" << left << "' x2='" << right << "' y1='" << py(v) << "' y2='" << py(v)
         << "' stroke='#ddd'/>\n<text x='" << left - 5 << "' y='" << py(v) + 4
-        << "' text-anchor='end' font-size='11'>" << (std::fabs(v) < 10 ? std::round(v * 1000) / 1000 : std::round(v))
-        << "</text>\n";
+        << "' text-anchor='end' font-size='11'>"
+        << (std::fabs(v) < 10 ? std::round(v * 1000) / 1000 : std::round(v)) << "</text>\n";
   }
   const int64_t step = std::max<int64_t>(1, (last - first) / 8);
   for (int64_t e = first; e <= last; e += step) {
-    svg << "<text x='" << px(static_cast<double>(e)) << "' y='" << bottom + 15 << "' text-anchor='middle' font-size='11'>"
-        << e << "</text>\n";
+    svg << "<text x='" << px(static_cast<double>(e)) << "' y='" << bottom + 15
+        << "' text-anchor='middle' font-size='11'>" << e << "</text>\n";
   }
-  svg << "<text x='" << (left + right) / 2 << "' y='" << bottom + 32 << "' text-anchor='middle' font-size='12'>epoch</text>\n";
+  svg << "<text x='" << (left + right) / 2 << "' y='" << bottom + 32
+      << "' text-anchor='middle' font-size='12'>epoch</text>\n";
   int legend = 0;
   for (const Series& s : series) {
-    svg << "<polyline fill='none' stroke='" << s.colour << "' stroke-width='2'" << (s.dashed ? " stroke-dasharray='6,4'" : "")
-        << " points='";
+    svg << "<polyline fill='none' stroke='" << s.colour << "' stroke-width='2'"
+        << (s.dashed ? " stroke-dasharray='6,4'" : "") << " points='";
     for (size_t i = 0; i < s.values.size() && i < epochs.size(); ++i) {
-      if (std::isfinite(s.values[i])) svg << px(static_cast<double>(epochs[i])) << ',' << py(s.values[i]) << ' ';
+      if (std::isfinite(s.values[i]))
+        svg << px(static_cast<double>(epochs[i])) << ',' << py(s.values[i]) << ' ';
     }
     svg << "'/>\n";
     const double ly = top + 14 + 16 * legend++;
-    svg << "<line x1='" << right - 95 << "' x2='" << right - 75 << "' y1='" << ly - 4 << "' y2='" << ly - 4 << "' stroke='"
-        << s.colour << "' stroke-width='2'" << (s.dashed ? " stroke-dasharray='6,4'" : "") << "/><text x='" << right - 70
-        << "' y='" << ly << "' font-size='11'>" << s.name << "</text>\n";
+    svg << "<line x1='" << right - 95 << "' x2='" << right - 75 << "' y1='" << ly - 4 << "' y2='"
+        << ly - 4 << "' stroke='" << s.colour << "' stroke-width='2'"
+        << (s.dashed ? " stroke-dasharray='6,4'" : "") << "/><text x='" << right - 70 << "' y='"
+        << ly << "' font-size='11'>" << s.name << "</text>\n";
   }
 }
 
@@ -156,8 +164,10 @@ std::string render_curves_svg(const std::vector<EpochMetrics>& rows, const std::
     val_acc.values.push_back(100.0 * r.val_acc);
   }
   std::ostringstream svg;
-  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='900' height='380' font-family='sans-serif'>\n"
-      << "<rect width='100%' height='100%' fill='white'/>\n<text x='450' y='16' text-anchor='middle' font-size='13'>"
+  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='900' height='380' "
+         "font-family='sans-serif'>\n"
+      << "<rect width='100%' height='100%' fill='white'/>\n<text x='450' y='16' "
+         "text-anchor='middle' font-size='13'>"
       << title << "</text>\n";
   draw_panel(svg, 0, 20, 450, 360, "loss", epochs, {train_loss, val_loss});
   draw_panel(svg, 450, 20, 450, 360, "accuracy (%)", epochs, {train_acc, val_acc});

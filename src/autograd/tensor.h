@@ -44,11 +44,15 @@ class Storage {
 };
 
 struct MemoryStats {
-  int64_t live_buffers;
+  int64_t live_buffers;  // buffers held by tensors
   int64_t live_bytes;
-  int64_t peak_bytes;
+  int64_t peak_bytes;    // the most live_bytes ever
+  int64_t cached_bytes;  // freed buffers kept for reuse (not live)
 };
 MemoryStats memory_stats();
+// Freed buffers are kept (up to STGNN_BUFFER_CACHE_MB, default 4096) and handed out again for
+// the same size; this returns them all to the system.
+void release_cached_buffers();
 
 class Tensor;
 struct TensorImpl;

@@ -27,7 +27,8 @@ RstgVariant parse_rstg_variant(const std::string& name) {
     if (text == name) return variant;
   }
   std::string known;
-  for (const auto& [variant, text] : kVariantNames) known += (known.empty() ? "" : ", ") + text;
+  for (const auto& [variant, text] : kVariantNames)
+    known += (known.empty() ? "" : ", ") + text;
   throw ValueError("unknown RSTG variant '" + name + "' (known: " + known + ")");
 }
 
@@ -40,16 +41,19 @@ std::string rstg_variant_name(RstgVariant variant) {
 
 std::vector<std::string> rstg_variant_names() {
   std::vector<std::string> names;
-  for (const auto& [variant, text] : kVariantNames) names.push_back(text);
+  for (const auto& [variant, text] : kVariantNames)
+    names.push_back(text);
   return names;
 }
 
 int64_t rstg_map_size(const RstgConfig& config) {
   int64_t size = config.image_size;
-  for (size_t i = 0; i < config.backbone_channels.size(); ++i) size = (size - 2) / 2;  // conv 3x3, pool 2
+  for (size_t i = 0; i < config.backbone_channels.size(); ++i)
+    size = (size - 2) / 2;  // conv 3x3, pool 2
   if (size < 1) {
     throw ValueError("RSTG: the backbone's " + std::to_string(config.backbone_channels.size()) +
-                     " conv+pool blocks leave no map of a " + std::to_string(config.image_size) + " pixel image");
+                     " conv+pool blocks leave no map of a " + std::to_string(config.image_size) +
+                     " pixel image");
   }
   return size;
 }
@@ -74,7 +78,8 @@ EdgeList region_edges(const std::vector<Cell>& cells, bool fully_connected) {
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       if (i == j) continue;
-      if (fully_connected || cells_touch(cells[static_cast<size_t>(i)], cells[static_cast<size_t>(j)])) {
+      if (fully_connected ||
+          cells_touch(cells[static_cast<size_t>(i)], cells[static_cast<size_t>(j)])) {
         src.push_back(j);  // message j -> i
         dst.push_back(i);
       }
@@ -121,14 +126,16 @@ Tensor scatter_sum(const Tensor& messages, const EdgeList& g) {
 Tensor edge_softmax(const Tensor& scores, const EdgeList& g) {
   // Subtracting each group's max (a constant) leaves the softmax and its gradient unchanged
   // and keeps exp() in range.
-  std::vector<float> group_max(static_cast<size_t>(g.nodes), -std::numeric_limits<float>::infinity());
+  std::vector<float> group_max(static_cast<size_t>(g.nodes),
+                               -std::numeric_limits<float>::infinity());
   const float* s = scores.data();
   for (int64_t e = 0; e < g.edges(); ++e) {
     float& m = group_max[static_cast<size_t>(g.dst[e])];
     m = std::max(m, s[e]);
   }
   Tensor shift = Tensor::empty({g.edges(), 1});
-  for (int64_t e = 0; e < g.edges(); ++e) shift.data()[e] = group_max[static_cast<size_t>(g.dst[e])];
+  for (int64_t e = 0; e < g.edges(); ++e)
+    shift.data()[e] = group_max[static_cast<size_t>(g.dst[e])];
   Tensor weights = exp(sub(scores, shift));
   Tensor totals = index_add(Tensor::zeros({g.nodes, 1}), g.dst, weights);
   return div(weights, index_select(totals, g.dst));
@@ -139,7 +146,8 @@ Tensor edge_softmax(const Tensor& scores, const EdgeList& g) {
 Tensor gaussian_positions(const std::vector<Cell>& cells, int64_t map_size, float stddev) {
   Tensor p = Tensor::empty({static_cast<int64_t>(cells.size()), map_size * map_size});
   for (size_t k = 0; k < cells.size(); ++k) {
-    const float cy = 0.5f * (cells[k].top + cells[k].bottom), cx = 0.5f * (cells[k].left + cells[k].right);
+    const float cy = 0.5f * (cells[k].top + cells[k].bottom),
+                cx = 0.5f * (cells[k].left + cells[k].right);
     for (int64_t r = 0; r < map_size; ++r) {
       for (int64_t c = 0; c < map_size; ++c) {
         const float dy = (r + 0.5f) - cy, dx = (c + 0.5f) - cx;
@@ -155,7 +163,8 @@ Tensor gaussian_positions(const std::vector<Cell>& cells, int64_t map_size, floa
 
 // ---------------------------------------------------------------- TimeCell
 
-TimeCell::TimeCell(const std::string& kind, int64_t input, int64_t hidden, Rng& rng) : hidden_(hidden) {
+TimeCell::TimeCell(const std::string& kind, int64_t input, int64_t hidden, Rng& rng)
+    : hidden_(hidden) {
   if (kind != "lstm" && kind != "gru") throw ValueError("time cell '" + kind + "' (lstm or gru)");
   lstm_ = kind == "lstm";
   const int64_t gates = (lstm_ ? 4 : 3) * hidden;
@@ -166,9 +175,13 @@ TimeCell::TimeCell(const std::string& kind, int64_t input, int64_t hidden, Rng& 
   bias_hh = register_parameter("bias_hh", rand_uniform({gates}, rng, -bound, bound));
 }
 
-Tensor TimeCell::initial_state(int64_t n) const { return Tensor::zeros({n, lstm_ ? 2 * hidden_ : hidden_}); }
+Tensor TimeCell::initial_state(int64_t n) const {
+  return Tensor::zeros({n, lstm_ ? 2 * hidden_ : hidden_});
+}
 
-Tensor TimeCell::output(const Tensor& state) const { return lstm_ ? slice(state, 1, 0, hidden_) : state; }
+Tensor TimeCell::output(const Tensor& state) const {
+  return lstm_ ? slice(state, 1, 0, hidden_) : state;
+}
 
 Tensor TimeCell::step(const Tensor& x, const Tensor& state) {
   const int64_t h = hidden_;
@@ -200,16 +213,21 @@ SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, Rng& rng) : dim_(dim) 
   score_source = register_module("score_source", std::make_shared<Linear>(dim, 1, false, rng));
   score_target = register_module("score_target", std::make_shared<Linear>(dim, 1, false, rng));
   gather_bias = register_parameter("gather_bias", Tensor::zeros({dim}));
-  update = register_module("update", std::make_shared<MLP>(std::vector<int64_t>{2 * dim, dim, dim}, true, rng));
+  update = register_module(
+      "update", std::make_shared<MLP>(std::vector<int64_t>{2 * dim, dim, dim}, true, rng));
 }
 
-Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const EdgeList& g, Tensor* attention) {
+Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const EdgeList& g,
+                           Tensor* attention) {
   const Tensor input = positions.defined() ? concat({x, positions}, 1) : x;
   // Send: m_ji = ReLU(W2 ReLU(W_j x_j + W_i x_i + b1) + b2) per edge j -> i.
-  Tensor hidden = relu(add(index_select(send_source->forward(input), g.src), index_select(send_target->forward(input), g.dst)));
+  Tensor hidden = relu(add(index_select(send_source->forward(input), g.src),
+                           index_select(send_target->forward(input), g.dst)));
   Tensor messages = relu(send_out->forward(hidden));
   // Gather: a_ji = softmax_j LeakyReLU(w1 . x_i + w2 . x_j), g_i = ReLU(sum_j a_ji m_ji + b).
-  Tensor scores = leaky_relu(add(index_select(score_source->forward(x), g.src), index_select(score_target->forward(x), g.dst)), 0.2f);
+  Tensor scores = leaky_relu(add(index_select(score_source->forward(x), g.src),
+                                 index_select(score_target->forward(x), g.dst)),
+                             0.2f);
   Tensor weights = edge_softmax(scores, g);
   if (attention) *attention = weights;
   Tensor gathered = relu(add(scatter_sum(mul(messages, weights), g), gather_bias));
@@ -220,7 +238,8 @@ Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const EdgeL
 // ---------------------------------------------------------------- Rstg
 
 Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
-  if (config.backbone_channels.empty()) throw ValueError("RSTG: backbone needs at least one conv block");
+  if (config.backbone_channels.empty())
+    throw ValueError("RSTG: backbone needs at least one conv block");
   const int64_t map = rstg_map_size(config);
   backbone_ = register_module("backbone", std::make_shared<Sequential>());
   int64_t channels = config.in_channels;
@@ -235,8 +254,10 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
   const RstgVariant v = config.variant;
   if (v == RstgVariant::kMeanLstm || v == RstgVariant::kConvLstm) {
     const int64_t in = v == RstgVariant::kMeanLstm ? channels : channels * map * map;
-    final_cell_ = register_module("final_time", std::make_shared<TimeCell>(config.cell, in, d, rng));
-    classifier_ = register_module("classifier", std::make_shared<Linear>(d, config.classes, true, rng));
+    final_cell_ =
+        register_module("final_time", std::make_shared<TimeCell>(config.cell, in, d, rng));
+    classifier_ =
+        register_module("classifier", std::make_shared<Linear>(d, config.classes, true, rng));
     return;
   }
   for (int64_t g : config.grids) {
@@ -245,22 +266,29 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
   }
   frame_graph_ = region_edges(cells_, config.fully_connected || config.attention_over_all_nodes);
   node_norm_ = register_module("node_norm", std::make_shared<BatchNorm1d>(channels));
-  if (channels != d) node_projection_ = register_module("node_projection", std::make_shared<Linear>(channels, d, true, rng));
+  if (channels != d)
+    node_projection_ =
+        register_module("node_projection", std::make_shared<Linear>(channels, d, true, rng));
   const bool positional = v == RstgVariant::kPositional;
   if (positional) positions_ = gaussian_positions(cells_, map, config.positional_std);
   if (v != RstgVariant::kTimeOnly) {
-    space_ = register_module("space", std::make_shared<SpaceStage>(d, positional ? map * map : 0, rng));
+    space_ =
+        register_module("space", std::make_shared<SpaceStage>(d, positional ? map * map : 0, rng));
   }
-  if (v == RstgVariant::kTimeOnly || v == RstgVariant::kAllTempStages || v == RstgVariant::kPositional) {
+  if (v == RstgVariant::kTimeOnly || v == RstgVariant::kAllTempStages ||
+      v == RstgVariant::kPositional) {
     time_cell_ = register_module("time", std::make_shared<TimeCell>(config.cell, d, d, rng));
   }
   if (v != RstgVariant::kSpaceOnly && v != RstgVariant::kHomogeneous) {
     final_cell_ = register_module("final_time", std::make_shared<TimeCell>(config.cell, d, d, rng));
   }
-  classifier_ = register_module("classifier", std::make_shared<Linear>(d, config.classes, true, rng));
+  classifier_ =
+      register_module("classifier", std::make_shared<Linear>(d, config.classes, true, rng));
 }
 
-Tensor Rstg::backbone_forward(const Tensor& frames) { return backbone_->forward(frames); }
+Tensor Rstg::backbone_forward(const Tensor& frames) {
+  return backbone_->forward(frames);
+}
 
 // map [M, F, h, w] -> [M, nodes, D]
 Tensor Rstg::nodes_from_map(const Tensor& map) {
@@ -271,14 +299,17 @@ Tensor Rstg::nodes_from_map(const Tensor& map) {
   return flat.reshape({m, n, -1});
 }
 
-Tensor Rstg::space(const Tensor& x, const EdgeList& graph, const Tensor& positions, int64_t frame, int64_t stage) {
+Tensor Rstg::space(const Tensor& x, const EdgeList& graph, const Tensor& positions, int64_t frame,
+                   int64_t stage) {
   Tensor attention;
   Tensor out = space_->forward(x, positions, graph, record_attention ? &attention : nullptr);
   if (record_attention) {
     // Video 0's edges come first in every batched graph.
-    if (static_cast<int64_t>(last_attention.size()) <= frame) last_attention.resize(static_cast<size_t>(frame) + 1);
+    if (static_cast<int64_t>(last_attention.size()) <= frame)
+      last_attention.resize(static_cast<size_t>(frame) + 1);
     auto& per_stage = last_attention[static_cast<size_t>(frame)];
-    if (static_cast<int64_t>(per_stage.size()) <= stage) per_stage.resize(static_cast<size_t>(stage) + 1);
+    if (static_cast<int64_t>(per_stage.size()) <= stage)
+      per_stage.resize(static_cast<size_t>(stage) + 1);
     const float* a = attention.data();
     per_stage[static_cast<size_t>(stage)].assign(a, a + frame_graph_.edges());
   }
@@ -286,20 +317,24 @@ Tensor Rstg::space(const Tensor& x, const EdgeList& graph, const Tensor& positio
 }
 
 Tensor Rstg::forward(const Tensor& video) {
-  if (video.dim() != 5 || video.size(2) != config_.in_channels || video.size(3) != config_.image_size ||
-      video.size(4) != config_.image_size) {
-    throw ShapeError("RSTG: video " + shape_str(video.shape()) + ", expected [B,T," + std::to_string(config_.in_channels) +
-                     "," + std::to_string(config_.image_size) + "," + std::to_string(config_.image_size) + "]");
+  if (video.dim() != 5 || video.size(2) != config_.in_channels ||
+      video.size(3) != config_.image_size || video.size(4) != config_.image_size) {
+    throw ShapeError("RSTG: video " + shape_str(video.shape()) + ", expected [B,T," +
+                     std::to_string(config_.in_channels) + "," +
+                     std::to_string(config_.image_size) + "," + std::to_string(config_.image_size) +
+                     "]");
   }
   const int64_t b = video.size(0), t = video.size(1);
   if (record_attention) last_attention.clear();
-  Tensor map = backbone_forward(video.reshape({b * t, config_.in_channels, config_.image_size, config_.image_size}));
+  Tensor map = backbone_forward(
+      video.reshape({b * t, config_.in_channels, config_.image_size, config_.image_size}));
   const RstgVariant v = config_.variant;
 
   // Baselines: one feature vector per frame, a recurrent cell over frames.
   if (v == RstgVariant::kMeanLstm || v == RstgVariant::kConvLstm) {
     const int64_t f = map.size(1), hw = map.size(2) * map.size(3);
-    Tensor per_frame = v == RstgVariant::kMeanLstm ? mean(map.reshape({b * t, f, hw}), 2) : map.reshape({b * t, f * hw});
+    Tensor per_frame = v == RstgVariant::kMeanLstm ? mean(map.reshape({b * t, f, hw}), 2)
+                                                   : map.reshape({b * t, f * hw});
     Tensor sequence = permute(per_frame.reshape({b, t, -1}), {1, 0, 2});  // [T, B, F']
     Tensor state = final_cell_->initial_state(b);
     std::vector<Tensor> outputs;
@@ -313,7 +348,8 @@ Tensor Rstg::forward(const Tensor& video) {
 
   const int64_t n = static_cast<int64_t>(cells_.size()), d = config_.node_dim;
   // Nodes laid out [T, B, n] so that one frame's nodes are a contiguous [B*n, D] block.
-  Tensor nodes = permute(nodes_from_map(map).reshape({b, t, n, d}), {1, 0, 2, 3}).reshape({t * b * n, d});
+  Tensor nodes =
+      permute(nodes_from_map(map).reshape({b, t, n, d}), {1, 0, 2, 3}).reshape({t * b * n, d});
   if (cached_batch_ != b) {
     batch_graph_ = replicate(frame_graph_, b);
     spacetime_graph_ = EdgeList{};
@@ -322,25 +358,31 @@ Tensor Rstg::forward(const Tensor& video) {
   Tensor frame_positions;
   if (positions_.defined()) {
     std::vector<int64_t> idx(static_cast<size_t>(b * n));
-    for (int64_t i = 0; i < b * n; ++i) idx[static_cast<size_t>(i)] = i % n;
+    for (int64_t i = 0; i < b * n; ++i)
+      idx[static_cast<size_t>(i)] = i % n;
     frame_positions = index_select(positions_, IndexTensor(idx));
   }
-  const auto frame_nodes = [&](const Tensor& all, int64_t s) { return slice(all, 0, s * b * n, (s + 1) * b * n); };
+  const auto frame_nodes = [&](const Tensor& all, int64_t s) {
+    return slice(all, 0, s * b * n, (s + 1) * b * n);
+  };
   std::vector<Tensor> outputs;  // per frame [B*n, D]
 
-  if (v == RstgVariant::kSpaceOnly || v == RstgVariant::kOneTempStage || v == RstgVariant::kHomogeneous) {
+  if (v == RstgVariant::kSpaceOnly || v == RstgVariant::kOneTempStage ||
+      v == RstgVariant::kHomogeneous) {
     // No recurrence between space stages: every frame at once.
     const EdgeList* graph = &batch_graph_;
     EdgeList all_frames;
     if (v == RstgVariant::kHomogeneous) {
-      if (spacetime_graph_.nodes != t * b * n) spacetime_graph_ = spacetime_edges(frame_graph_, t, b);
+      if (spacetime_graph_.nodes != t * b * n)
+        spacetime_graph_ = spacetime_edges(frame_graph_, t, b);
       graph = &spacetime_graph_;
     } else {
       all_frames = replicate(frame_graph_, t * b);
       graph = &all_frames;
     }
     Tensor x = nodes;
-    for (int64_t k = 0; k < config_.stages; ++k) x = space(x, *graph, Tensor(), 0, k);
+    for (int64_t k = 0; k < config_.stages; ++k)
+      x = space(x, *graph, Tensor(), 0, k);
     if (v == RstgVariant::kOneTempStage) {
       Tensor state = final_cell_->initial_state(b * n);
       for (int64_t s = 0; s < t; ++s) {
@@ -348,12 +390,14 @@ Tensor Rstg::forward(const Tensor& video) {
         outputs.push_back(final_cell_->output(state));
       }
     } else {
-      for (int64_t s = 0; s < t; ++s) outputs.push_back(frame_nodes(x, s));
+      for (int64_t s = 0; s < t; ++s)
+        outputs.push_back(frame_nodes(x, s));
     }
   } else {
     // Time-only, all-temp-stages, positional: frames in order, one hidden state per stage.
     std::vector<Tensor> states;
-    for (int64_t k = 0; k < config_.stages; ++k) states.push_back(time_cell_->initial_state(b * n));
+    for (int64_t k = 0; k < config_.stages; ++k)
+      states.push_back(time_cell_->initial_state(b * n));
     Tensor final_state = final_cell_->initial_state(b * n);
     for (int64_t s = 0; s < t; ++s) {
       Tensor x = frame_nodes(nodes, s);

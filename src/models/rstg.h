@@ -41,14 +41,14 @@ class TimeCell : public Module {
 };
 
 enum class RstgVariant {
-  kSpaceOnly,       // space stages only, frames independent, averaged over time
-  kTimeOnly,        // recurrence per node, no messages between nodes
-  kHomogeneous,     // one space-time graph (time edges i@t-1 -> i@t), no recurrent unit
-  kOneTempStage,    // K space stages per frame, one (final) time stage
-  kAllTempStages,   // a time stage before every space stage, plus the final one (the full model)
-  kPositional,      // all-temp-stages with positional Gaussian maps at the input of send
-  kMeanLstm,        // baseline: spatial mean of the frame map, LSTM over frames
-  kConvLstm,        // baseline: flattened frame map, LSTM over frames
+  kSpaceOnly,      // space stages only, frames independent, averaged over time
+  kTimeOnly,       // recurrence per node, no messages between nodes
+  kHomogeneous,    // one space-time graph (time edges i@t-1 -> i@t), no recurrent unit
+  kOneTempStage,   // K space stages per frame, one (final) time stage
+  kAllTempStages,  // a time stage before every space stage, plus the final one (the full model)
+  kPositional,     // all-temp-stages with positional Gaussian maps at the input of send
+  kMeanLstm,       // baseline: spatial mean of the frame map, LSTM over frames
+  kConvLstm,       // baseline: flattened frame map, LSTM over frames
 };
 
 RstgVariant parse_rstg_variant(const std::string& name);
@@ -60,15 +60,16 @@ struct RstgConfig {
   int64_t in_channels = 1;
   int64_t image_size = 64;
   std::vector<int64_t> backbone_channels = {32, 64, 128};  // paper: 512, 512, 512
-  bool backbone_batch_norm = true;    // BatchNorm2d after each conv (not in the paper)
-  int64_t node_dim = 128;             // D; a linear projection is added when != last channel
+  bool backbone_batch_norm = true;  // BatchNorm2d after each conv (not in the paper)
+  int64_t node_dim = 128;           // D; a linear projection is added when != last channel
   std::vector<int64_t> grids = {3, 2, 1};
-  int64_t stages = 3;                 // K
-  std::string cell = "lstm";          // time stage: "lstm" or "gru"
-  bool fully_connected = false;       // region graph: all pairs instead of overlap / shared side
-  bool attention_over_all_nodes = false;  // released-code attention: softmax over all nodes, +1 on edges
+  int64_t stages = 3;            // K
+  std::string cell = "lstm";     // time stage: "lstm" or "gru"
+  bool fully_connected = false;  // region graph: all pairs instead of overlap / shared side
+  bool attention_over_all_nodes =
+      false;  // released-code attention: softmax over all nodes, +1 on edges
   int64_t classes = 46;
-  float positional_std = 2.0f;        // Gaussian maps, in map cells
+  float positional_std = 2.0f;  // Gaussian maps, in map cells
 };
 
 // Shapes through the model, for a config (checks the backbone leaves a map of at least 1x1).
@@ -81,7 +82,8 @@ class SpaceStage : public Module {
   SpaceStage(int64_t dim, int64_t position_dim, Rng& rng);
   // x [N, D] node features, positions [N, P] or undefined -> [N, D]; optionally returns the
   // attention weights [E] (for pictures).
-  Tensor forward(const Tensor& x, const Tensor& positions, const EdgeList& graph, Tensor* attention = nullptr);
+  Tensor forward(const Tensor& x, const Tensor& positions, const EdgeList& graph,
+                 Tensor* attention = nullptr);
 
   std::shared_ptr<Linear> send_source, send_target, send_out;  // send MLP, first layer split
   std::shared_ptr<Linear> score_source, score_target;          // scalar attention projections
@@ -109,7 +111,8 @@ class Rstg : public Module {
  private:
   Tensor backbone_forward(const Tensor& frames);  // [B*T, C, H, W] -> [B*T, F, h, w]
   Tensor nodes_from_map(const Tensor& map);       // -> [B*T, nodes, D]
-  Tensor space(const Tensor& x, const EdgeList& graph, const Tensor& positions, int64_t frame, int64_t stage);
+  Tensor space(const Tensor& x, const EdgeList& graph, const Tensor& positions, int64_t frame,
+               int64_t stage);
 
   RstgConfig config_;
   std::vector<Cell> cells_;

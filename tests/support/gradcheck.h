@@ -30,6 +30,17 @@ struct GradCheckOptions {
   double rtol = 1e-2;
   int64_t max_checks_per_input = 96;
   uint64_t seed = 1;
+  // Whole models have many ReLU / max-pool kinks; when a difference disagrees, retry it with a
+  // quarter of the step before calling it a failure (see gradcheck.cpp). Off for single ops,
+  // whose tests keep inputs away from kinks.
+  bool retry_smaller_step = false;
+  // The fraction of checked elements of each tensor that must agree. 1 for ops. A whole model
+  // has thousands of ReLU / max-pool kinks behind every early parameter (BatchNorm centres
+  // the values on the ReLU's kink), and any step crosses some of them; each crossing moves
+  // the difference by about one activation's share of the gradient, which can be a large
+  // part of a small, cancelling total. So model-level checks ask that most elements of every
+  // tensor agree: a wrong backward for a tensor misses on most of its elements.
+  double min_fraction_ok = 1.0;
 };
 
 struct GradCheckResult {
@@ -43,6 +54,13 @@ using TensorFn = std::function<Tensor(const std::vector<Tensor>&)>;
 // Inputs are copied into fresh leaves that require grad; the originals are untouched.
 GradCheckResult gradcheck(const TensorFn& f, const std::vector<Tensor>& inputs,
                           const GradCheckOptions& options = {});
+
+// The same check for tensors that live inside a model (parameters): `f` runs the model and
+// returns its output; each parameter's .grad() after one backward is compared with central
+// differences taken by perturbing the parameter's data in place (restored afterwards).
+GradCheckResult gradcheck_parameters(const std::function<Tensor()>& f,
+                                     const std::vector<Tensor>& parameters,
+                                     const GradCheckOptions& options = {});
 
 // Random inputs for checks: normal values, and values kept at least `gap` away from zero
 // (for relu-like kinks) or made pairwise distinct by at least `gap` (for max-like ops).

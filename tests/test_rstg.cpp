@@ -1,0 +1,190 @@
+// RSTG: the region graph, every variant's forward and backward (checked by finite
+// differences on a small configuration), and overfitting 64 SyncMNIST videos.
+#include <doctest/doctest.h>
+
+#include <set>
+
+#include "models/rstg.h"
+#include "nn/optim.h"
+#include "support/check.h"
+#include "support/synthetic_digits.h"
+#include "video/syncmnist.h"
+
+using namespace stgnn;
+using namespace stgnn::testing;
+
+namespace {
+
+// A model small enough for finite differences: 22x22 frames, 2 conv blocks -> a 4x4 map.
+// Finite differences cannot check the backbone's parameters inside a whole model: a step on
+// any of them shifts every activation of a channel, and those sitting within a step of a ReLU
+// or max-pool kink (BatchNorm centres them there) cross it, so the difference measures the
+// kinks. The graph and recurrent parts are checked here; the backbone's ops are checked one by
+// one (test_ops_*), and the whole model, backbone included, against PyTorch's gradients
+// (test_rstg_torch).
+RstgConfig small_config(RstgVariant variant) {
+  RstgConfig c;
+  c.backbone_batch_norm = false;
+  c.variant = variant;
+  c.image_size = 22;
+  c.backbone_channels = {3, 4};
+  c.node_dim = 5;
+  c.stages = 2;
+  c.classes = 6;
+  return c;
+}
+
+// Moves every parameter off its initial value: zero-initialised biases (the gather bias)
+// would otherwise put ReLU inputs exactly on the kink, where a central difference measures
+// half the slope.
+// Every parameter after the backbone.
+std::vector<Tensor> graph_and_time_parameters(const Module& m) {
+  std::vector<Tensor> out;
+  for (const auto& [name, p] : m.named_parameters()) {
+    if (name.rfind("backbone.", 0) != 0) out.push_back(p);
+  }
+  return out;
+}
+
+void jitter(Module& m, Rng& rng) {
+  for (Tensor p : m.parameters()) {
+    for (int64_t i = 0; i < p.numel(); ++i)
+      p.data()[i] += 0.05f * rng.normal();
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the default region graph has the documented 45 undirected edges") {
+  RstgConfig config;  // 64x64 frames, 3 blocks -> 6x6 map; grids 3x3 + 2x2 + 1x1
+  Rstg model(config);
+  CHECK(model.cells().size() == 14);
+  const EdgeList& g = model.frame_graph();
+  CHECK(g.nodes == 14);
+  CHECK(g.edges() == 90);
+  std::set<std::pair<int64_t, int64_t>> undirected;
+  for (int64_t e = 0; e < g.edges(); ++e) {
+    CHECK(g.src[e] != g.dst[e]);
+    undirected.insert({std::min(g.src[e], g.dst[e]), std::max(g.src[e], g.dst[e])});
+  }
+  CHECK(undirected.size() == 45);
+  // Within the 3x3 grid: 4-neighbours only (12 edges), e.g. cell 0 touches 1 and 3, not 4.
+  CHECK(undirected.count({0, 1}) == 1);
+  CHECK(undirected.count({0, 3}) == 1);
+  CHECK(undirected.count({0, 4}) == 0);  // corner contact does not count
+  // The 1x1 node (13) connects to all 13 others.
+  for (int64_t i = 0; i < 13; ++i)
+    CHECK(undirected.count({i, 13}) == 1);
+  // Fully connected: all 14 * 13 ordered pairs.
+  config.fully_connected = true;
+  CHECK(Rstg(config).frame_graph().edges() == 14 * 13);
+}
+
+TEST_CASE("every variant: output shape, and gradients by finite differences") {
+  for (const std::string& name : rstg_variant_names()) {
+    CAPTURE(name);
+    const uint64_t seed = fresh_seed();
+    Rng rng(seed);
+    Rstg model(small_config(parse_rstg_variant(name)), rng);
+    jitter(model, rng);
+    Tensor video = rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f);
+    CHECK(model.forward(video).shape() == Shape{2, 6});
+    GradCheckOptions options;
+    options.seed = seed;
+    options.retry_smaller_step = true;
+    options.min_fraction_ok = 0.6;
+    options.max_checks_per_input = 24;
+    const GradCheckResult params = gradcheck_parameters([&]() { return model.forward(video); },
+                                                        graph_and_time_parameters(model), options);
+    INFO("seed " << seed << "\n" << params.report);
+    CHECK(params.ok);
+    const GradCheckResult input = gradcheck(
+        [&](const std::vector<Tensor>& in) { return model.forward(in[0]); }, {video}, options);
+    INFO(input.report);
+    CHECK(input.ok);
+  }
+}
+
+TEST_CASE("a GRU time stage works too, and the released all-nodes attention") {
+  Rng rng(fresh_seed());
+  RstgConfig config = small_config(RstgVariant::kAllTempStages);
+  config.cell = "gru";
+  config.attention_over_all_nodes = true;
+  Rstg model(config, rng);
+  jitter(model, rng);
+  Tensor video = rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f);
+  GradCheckOptions options;
+  options.retry_smaller_step = true;
+  options.min_fraction_ok = 0.6;
+  options.max_checks_per_input = 24;
+  const GradCheckResult r = gradcheck_parameters([&]() { return model.forward(video); },
+                                                 graph_and_time_parameters(model), options);
+  INFO(r.report);
+  CHECK(r.ok);
+}
+
+TEST_CASE("attention weights are recorded per frame and stage, and sum to one per node") {
+  Rng rng(3);
+  Rstg model(small_config(RstgVariant::kAllTempStages), rng);
+  model.record_attention = true;
+  model.forward(rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f));
+  REQUIRE(model.last_attention.size() == 3);
+  REQUIRE(model.last_attention[0].size() == 2);
+  const EdgeList& g = model.frame_graph();
+  std::vector<double> per_node(static_cast<size_t>(g.nodes), 0.0);
+  for (int64_t e = 0; e < g.edges(); ++e)
+    per_node[static_cast<size_t>(g.dst[e])] += model.last_attention[1][0][static_cast<size_t>(e)];
+  for (double total : per_node)
+    CHECK(total == doctest::Approx(1.0));
+}
+
+TEST_CASE("bad input shapes and settings are refused with clear messages") {
+  Rstg model(small_config(RstgVariant::kAllTempStages));
+  CHECK_THROWS_WITH_AS(model.forward(Tensor::zeros({2, 3, 1, 20, 20})),
+                       doctest::Contains("[2,3,1,20,20]"), ShapeError);
+  CHECK_THROWS_AS(parse_rstg_variant("spaceonly"), ValueError);
+  RstgConfig deep = small_config(RstgVariant::kAllTempStages);
+  deep.backbone_channels = {2, 2, 2, 2};
+  CHECK_THROWS_WITH_AS(Rstg{deep}, doctest::Contains("leave no map"), ValueError);
+}
+
+TEST_CASE("RSTG overfits 64 SyncMNIST videos to 100%") {
+  const DigitSet pool = synthetic_pool(6);
+  const SyncBatch data = generate_batch(pool, 77, 0, 64, SyncMnistOptions{});
+  Tensor videos = Tensor::empty({64, 10, 1, 64, 64});
+  for (int64_t i = 0; i < videos.numel(); ++i)
+    videos.data()[i] = data.videos[static_cast<size_t>(i)] / 255.0f;
+  const IndexTensor labels(std::vector<int64_t>(data.labels.begin(), data.labels.end()));
+  RstgConfig config;
+  config.backbone_channels = {8, 16, 16};
+  config.node_dim = 32;
+  config.stages = 2;
+  Rng rng(5);
+  Rstg model(config, rng);
+  Adam opt(model.named_parameters(), 3e-3);
+  double accuracy = 0.0;
+  for (int epoch = 0; epoch < 150 && accuracy < 1.0; ++epoch) {
+    for (int64_t start = 0; start < 64; start += 32) {
+      opt.zero_grad();
+      Tensor batch = slice(videos, 0, start, start + 32);
+      const IndexTensor y(
+          std::vector<int64_t>(labels.values.begin() + start, labels.values.begin() + start + 32));
+      cross_entropy(model.forward(batch), y).backward();
+      opt.step();
+    }
+    if (epoch % 10 == 9) {
+      NoGradGuard no_grad;
+      model.eval();
+      Tensor logits = model.forward(videos);
+      model.train();
+      int64_t correct = 0;
+      for (int64_t i = 0; i < 64; ++i) {
+        const float* row = logits.data() + i * 46;
+        correct += std::max_element(row, row + 46) - row == labels[i];
+      }
+      accuracy = correct / 64.0;
+      MESSAGE("epoch " << epoch + 1 << ": accuracy " << accuracy);
+    }
+  }
+  CHECK(accuracy == 1.0);
+}
