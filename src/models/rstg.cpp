@@ -161,45 +161,17 @@ Tensor gaussian_positions(const std::vector<Cell>& cells, int64_t map_size, floa
 
 }  // namespace
 
-// ---------------------------------------------------------------- TimeCell
+// ---------------------------------------------------------------- time cells
 
-TimeCell::TimeCell(const std::string& kind, int64_t input, int64_t hidden, Rng& rng)
-    : hidden_(hidden) {
-  if (kind != "lstm" && kind != "gru") throw ValueError("time cell '" + kind + "' (lstm or gru)");
-  lstm_ = kind == "lstm";
-  const int64_t gates = (lstm_ ? 4 : 3) * hidden;
-  const float bound = 1.0f / std::sqrt(static_cast<float>(hidden));
-  weight_ih = register_parameter("weight_ih", rand_uniform({gates, input}, rng, -bound, bound));
-  weight_hh = register_parameter("weight_hh", rand_uniform({gates, hidden}, rng, -bound, bound));
-  bias_ih = register_parameter("bias_ih", rand_uniform({gates}, rng, -bound, bound));
-  bias_hh = register_parameter("bias_hh", rand_uniform({gates}, rng, -bound, bound));
+namespace {
+
+std::shared_ptr<RecurrentCell> make_cell(const std::string& kind, int64_t input, int64_t hidden, Rng& rng) {
+  if (kind == "lstm") return std::make_shared<LSTMCell>(input, hidden, true, rng);
+  if (kind == "gru") return std::make_shared<GRUCell>(input, hidden, true, rng);
+  throw ValueError("RSTG: time cell '" + kind + "' (lstm or gru)");
 }
 
-Tensor TimeCell::initial_state(int64_t n) const {
-  return Tensor::zeros({n, lstm_ ? 2 * hidden_ : hidden_});
-}
-
-Tensor TimeCell::output(const Tensor& state) const {
-  return lstm_ ? slice(state, 1, 0, hidden_) : state;
-}
-
-Tensor TimeCell::step(const Tensor& x, const Tensor& state) {
-  const int64_t h = hidden_;
-  Tensor gi = linear(x, weight_ih, bias_ih);
-  if (lstm_) {
-    Tensor hp = slice(state, 1, 0, h), cp = slice(state, 1, h, 2 * h);
-    Tensor gates = add(gi, linear(hp, weight_hh, bias_hh));
-    Tensor i = sigmoid(slice(gates, 1, 0, h)), f = sigmoid(slice(gates, 1, h, 2 * h));
-    Tensor g = tanh(slice(gates, 1, 2 * h, 3 * h)), o = sigmoid(slice(gates, 1, 3 * h, 4 * h));
-    Tensor c = add(mul(f, cp), mul(i, g));
-    return concat({mul(o, tanh(c)), c}, 1);
-  }
-  Tensor gh = linear(state, weight_hh, bias_hh);
-  Tensor r = sigmoid(add(slice(gi, 1, 0, h), slice(gh, 1, 0, h)));
-  Tensor z = sigmoid(add(slice(gi, 1, h, 2 * h), slice(gh, 1, h, 2 * h)));
-  Tensor n = tanh(add(slice(gi, 1, 2 * h, 3 * h), mul(r, slice(gh, 1, 2 * h, 3 * h))));
-  return add(mul(sub(Tensor::ones({1}), z), n), mul(z, state));
-}
+}  // namespace
 
 // ---------------------------------------------------------------- SpaceStage
 
@@ -255,7 +227,7 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
   if (v == RstgVariant::kMeanLstm || v == RstgVariant::kConvLstm) {
     const int64_t in = v == RstgVariant::kMeanLstm ? channels : channels * map * map;
     final_cell_ =
-        register_module("final_time", std::make_shared<TimeCell>(config.cell, in, d, rng));
+        register_module("final_time", make_cell(config.cell, in, d, rng));
     classifier_ =
         register_module("classifier", std::make_shared<Linear>(d, config.classes, true, rng));
     return;
@@ -277,10 +249,10 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
   }
   if (v == RstgVariant::kTimeOnly || v == RstgVariant::kAllTempStages ||
       v == RstgVariant::kPositional) {
-    time_cell_ = register_module("time", std::make_shared<TimeCell>(config.cell, d, d, rng));
+    time_cell_ = register_module("time", make_cell(config.cell, d, d, rng));
   }
   if (v != RstgVariant::kSpaceOnly && v != RstgVariant::kHomogeneous) {
-    final_cell_ = register_module("final_time", std::make_shared<TimeCell>(config.cell, d, d, rng));
+    final_cell_ = register_module("final_time", make_cell(config.cell, d, d, rng));
   }
   classifier_ =
       register_module("classifier", std::make_shared<Linear>(d, config.classes, true, rng));
@@ -340,7 +312,7 @@ Tensor Rstg::forward(const Tensor& video) {
     std::vector<Tensor> outputs;
     for (int64_t s = 0; s < t; ++s) {
       state = final_cell_->step(slice(sequence, 0, s, s + 1).reshape({b, -1}), state);
-      outputs.push_back(final_cell_->output(state));
+      outputs.push_back(final_cell_->hidden(state));
     }
     Tensor pooled = mean(concat(outputs, 0).reshape({t, b, -1}), 0);
     return classifier_->forward(pooled);
@@ -387,7 +359,7 @@ Tensor Rstg::forward(const Tensor& video) {
       Tensor state = final_cell_->initial_state(b * n);
       for (int64_t s = 0; s < t; ++s) {
         state = final_cell_->step(frame_nodes(x, s), state);
-        outputs.push_back(final_cell_->output(state));
+        outputs.push_back(final_cell_->hidden(state));
       }
     } else {
       for (int64_t s = 0; s < t; ++s)
@@ -403,11 +375,11 @@ Tensor Rstg::forward(const Tensor& video) {
       Tensor x = frame_nodes(nodes, s);
       for (int64_t k = 0; k < config_.stages; ++k) {
         states[static_cast<size_t>(k)] = time_cell_->step(x, states[static_cast<size_t>(k)]);
-        x = time_cell_->output(states[static_cast<size_t>(k)]);
+        x = time_cell_->hidden(states[static_cast<size_t>(k)]);
         if (v != RstgVariant::kTimeOnly) x = space(x, batch_graph_, frame_positions, s, k);
       }
       final_state = final_cell_->step(x, final_state);
-      outputs.push_back(final_cell_->output(final_state));
+      outputs.push_back(final_cell_->hidden(final_state));
     }
   }
   // RSTG-to-vec: mean over time, sum over nodes, linear classifier.

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "nn/module.h"
+#include "nn/recurrent.h"
 
 namespace stgnn {
 
@@ -23,21 +24,6 @@ struct EdgeList {
   int64_t nodes = 0;
   IndexTensor src, dst;
   int64_t edges() const { return src.numel(); }
-};
-
-// A recurrent cell shared over nodes: state [N, S] (LSTM: S = 2H, [h ; c]).
-class TimeCell : public Module {
- public:
-  TimeCell(const std::string& kind, int64_t input, int64_t hidden, Rng& rng);
-  // x [N, in], state [N, S] -> new state [N, S]
-  Tensor step(const Tensor& x, const Tensor& state);
-  Tensor initial_state(int64_t n) const;
-  Tensor output(const Tensor& state) const;  // h [N, H]
-  Tensor weight_ih, weight_hh, bias_ih, bias_hh;
-
- private:
-  bool lstm_;
-  int64_t hidden_;
 };
 
 enum class RstgVariant {
@@ -121,7 +107,7 @@ class Rstg : public Module {
   std::shared_ptr<BatchNorm> node_norm_;
   std::shared_ptr<Linear> node_projection_;
   std::shared_ptr<SpaceStage> space_;
-  std::shared_ptr<TimeCell> time_cell_, final_cell_;
+  std::shared_ptr<RecurrentCell> time_cell_, final_cell_;
   std::shared_ptr<Linear> classifier_;
   Tensor positions_;  // [nodes, 36] Gaussian maps (positional variant)
   // Batched graphs, rebuilt when the batch size changes.
