@@ -59,13 +59,14 @@ TEST_CASE("the default region graph has the documented 45 undirected edges") {
   RstgConfig config;  // 64x64 frames, 3 blocks -> 6x6 map; grids 3x3 + 2x2 + 1x1
   Rstg model(config);
   CHECK(model.cells().size() == 14);
-  const EdgeList& g = model.frame_graph();
-  CHECK(g.nodes == 14);
-  CHECK(g.edges() == 90);
+  const Graph& g = model.frame_graph();
+  CHECK(g.num_nodes() == 14);
+  CHECK(g.num_edges() == 90);
   std::set<std::pair<int64_t, int64_t>> undirected;
-  for (int64_t e = 0; e < g.edges(); ++e) {
-    CHECK(g.src[e] != g.dst[e]);
-    undirected.insert({std::min(g.src[e], g.dst[e]), std::max(g.src[e], g.dst[e])});
+  for (int64_t e = 0; e < g.num_edges(); ++e) {
+    const int64_t a = g.src()[static_cast<size_t>(e)], b = g.dst()[static_cast<size_t>(e)];
+    CHECK(a != b);
+    undirected.insert({std::min(a, b), std::max(a, b)});
   }
   CHECK(undirected.size() == 45);
   // Within the 3x3 grid: 4-neighbours only (12 edges), e.g. cell 0 touches 1 and 3, not 4.
@@ -77,7 +78,15 @@ TEST_CASE("the default region graph has the documented 45 undirected edges") {
     CHECK(undirected.count({i, 13}) == 1);
   // Fully connected: all 14 * 13 ordered pairs.
   config.fully_connected = true;
-  CHECK(Rstg(config).frame_graph().edges() == 14 * 13);
+  CHECK(Rstg(config).frame_graph().num_edges() == 14 * 13);
+  // Released all-nodes attention: all 14 * 14 pairs, attribute 1 on the 90 region edges.
+  config.fully_connected = false;
+  config.attention_over_all_nodes = true;
+  const Graph all = Rstg(config).frame_graph();
+  CHECK(all.num_edges() == 14 * 14);
+  float marked = 0;
+  for (float a : all.edge_attr()) marked += a;
+  CHECK(marked == 90.0f);
 }
 
 TEST_CASE("every variant: output shape, and gradients by finite differences") {
@@ -130,10 +139,11 @@ TEST_CASE("attention weights are recorded per frame and stage, and sum to one pe
   model.forward(rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f));
   REQUIRE(model.last_attention.size() == 3);
   REQUIRE(model.last_attention[0].size() == 2);
-  const EdgeList& g = model.frame_graph();
-  std::vector<double> per_node(static_cast<size_t>(g.nodes), 0.0);
-  for (int64_t e = 0; e < g.edges(); ++e)
-    per_node[static_cast<size_t>(g.dst[e])] += model.last_attention[1][0][static_cast<size_t>(e)];
+  const Graph& g = model.frame_graph();
+  std::vector<double> per_node(static_cast<size_t>(g.num_nodes()), 0.0);
+  for (int64_t e = 0; e < g.num_edges(); ++e) {
+    per_node[static_cast<size_t>(g.dst()[static_cast<size_t>(e)])] += model.last_attention[1][0][static_cast<size_t>(e)];
+  }
   for (double total : per_node)
     CHECK(total == doctest::Approx(1.0));
 }
@@ -162,9 +172,16 @@ TEST_CASE("RSTG overfits 64 SyncMNIST videos to 100%") {
   Rng rng(5);
   Rstg model(config, rng);
   Adam opt(model.named_parameters(), 3e-3);
+  LrSchedule schedule;
+  schedule.kind = LrSchedule::Kind::kCosine;
+  schedule.base_lr = 3e-3;
+  schedule.warmup_steps = 10;
+  schedule.total_steps = 2 * 150;
   double accuracy = 0.0;
+  int64_t step = 0;
   for (int epoch = 0; epoch < 150 && accuracy < 1.0; ++epoch) {
     for (int64_t start = 0; start < 64; start += 32) {
+      opt.lr = schedule.lr_at(step++);
       opt.zero_grad();
       Tensor batch = slice(videos, 0, start, start + 32);
       const IndexTensor y(

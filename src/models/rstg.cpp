@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "autograd/parallel.h"
+#include "graph/message_passing.h"
 
 namespace stgnn {
 
@@ -62,83 +63,58 @@ int64_t rstg_map_size(const RstgConfig& config) {
 
 namespace {
 
-// True when two cells overlap with positive area or share a side of positive length.
-bool cells_touch(const Cell& a, const Cell& b) {
-  constexpr float kEps = 1e-4f;
-  const float rows = std::min(a.bottom, b.bottom) - std::max(a.top, b.top);
-  const float cols = std::min(a.right, b.right) - std::max(a.left, b.left);
-  if (rows < -kEps || cols < -kEps) return false;
-  return (rows > kEps && cols > kEps) || (rows > kEps && std::fabs(cols) <= kEps) ||
-         (cols > kEps && std::fabs(rows) <= kEps);
-}
-
-EdgeList region_edges(const std::vector<Cell>& cells, bool fully_connected) {
+// `copies` disjoint copies of g; copy c's nodes at c * g.num_nodes().
+Graph replicate(const Graph& g, int64_t copies) {
   std::vector<int64_t> src, dst;
-  const int64_t n = static_cast<int64_t>(cells.size());
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j < n; ++j) {
-      if (i == j) continue;
-      if (fully_connected ||
-          cells_touch(cells[static_cast<size_t>(i)], cells[static_cast<size_t>(j)])) {
-        src.push_back(j);  // message j -> i
-        dst.push_back(i);
-      }
-    }
-  }
-  return {n, IndexTensor(src), IndexTensor(dst)};
-}
-
-// `copies` disjoint copies of g, copy c's nodes at c * g.nodes.
-EdgeList replicate(const EdgeList& g, int64_t copies) {
-  std::vector<int64_t> src, dst;
-  src.reserve(static_cast<size_t>(g.edges() * copies));
-  dst.reserve(static_cast<size_t>(g.edges() * copies));
+  std::vector<float> attr;
+  const int64_t n = g.num_nodes(), e = g.num_edges();
+  src.reserve(static_cast<size_t>(e * copies));
+  dst.reserve(static_cast<size_t>(e * copies));
   for (int64_t c = 0; c < copies; ++c) {
-    for (int64_t e = 0; e < g.edges(); ++e) {
-      src.push_back(g.src[e] + c * g.nodes);
-      dst.push_back(g.dst[e] + c * g.nodes);
+    for (int64_t k = 0; k < e; ++k) {
+      src.push_back(g.src()[static_cast<size_t>(k)] + c * n);
+      dst.push_back(g.dst()[static_cast<size_t>(k)] + c * n);
+      if (g.has_edge_attr()) attr.push_back(g.edge_attr()[static_cast<size_t>(k)]);
     }
   }
-  return {g.nodes * copies, IndexTensor(src), IndexTensor(dst)};
+  return Graph(n * copies, src, dst, {}, 0, attr);
 }
 
 // Space-time graph over nodes laid out [T, B, n]: the frame graph in every (t, b), plus time
-// edges (t-1, b, i) -> (t, b, i).
-EdgeList spacetime_edges(const EdgeList& frame, int64_t frames, int64_t batch) {
-  EdgeList space = replicate(frame, frames * batch);
-  std::vector<int64_t> src = space.src.values, dst = space.dst.values;
-  const int64_t per_frame = batch * frame.nodes;
+// edges (t-1, b, i) -> (t, b, i), handled by the same send / gather / update functions.
+Graph spacetime_graph(const Graph& frame, int64_t frames, int64_t batch) {
+  const Graph space = replicate(frame, frames * batch);
+  std::vector<int64_t> src(space.src().begin(), space.src().end());
+  std::vector<int64_t> dst(space.dst().begin(), space.dst().end());
+  const int64_t per_frame = batch * frame.num_nodes();
   for (int64_t t = 1; t < frames; ++t) {
     for (int64_t k = 0; k < per_frame; ++k) {
       src.push_back((t - 1) * per_frame + k);
       dst.push_back(t * per_frame + k);
     }
   }
-  return {frames * per_frame, IndexTensor(src), IndexTensor(dst)};
+  return Graph(frames * per_frame, src, dst);
 }
 
-// out [N, F] = sum over edges e with dst(e) = i of messages[e].
-Tensor scatter_sum(const Tensor& messages, const EdgeList& g) {
-  return index_add(Tensor::zeros({g.nodes, messages.size(1)}), g.dst, messages);
-}
-
-// Softmax of scores [E, 1] over each destination's in-edges.
-Tensor edge_softmax(const Tensor& scores, const EdgeList& g) {
-  // Subtracting each group's max (a constant) leaves the softmax and its gradient unchanged
-  // and keeps exp() in range.
-  std::vector<float> group_max(static_cast<size_t>(g.nodes),
-                               -std::numeric_limits<float>::infinity());
-  const float* s = scores.data();
-  for (int64_t e = 0; e < g.edges(); ++e) {
-    float& m = group_max[static_cast<size_t>(g.dst[e])];
-    m = std::max(m, s[e]);
+// The per-frame graph: the region graph (overlap or shared side), or, for the released
+// all-nodes attention, every ordered pair including self with attribute 1 on region edges.
+Graph frame_graph_for(const std::vector<Cell>& cells, bool fully_connected, bool all_nodes_attention) {
+  const Graph region = region_graph(cells, fully_connected, false);
+  if (!all_nodes_attention) return region;
+  const int64_t n = static_cast<int64_t>(cells.size());
+  std::vector<float> adjacent(static_cast<size_t>(n * n), 0.0f);
+  for (int64_t e = 0; e < region.num_edges(); ++e) {
+    const int64_t i = region.dst()[static_cast<size_t>(e)], j = region.src()[static_cast<size_t>(e)];
+    adjacent[static_cast<size_t>(i * n + j)] = 1.0f;
   }
-  Tensor shift = Tensor::empty({g.edges(), 1});
-  for (int64_t e = 0; e < g.edges(); ++e)
-    shift.data()[e] = group_max[static_cast<size_t>(g.dst[e])];
-  Tensor weights = exp(sub(scores, shift));
-  Tensor totals = index_add(Tensor::zeros({g.nodes, 1}), g.dst, weights);
-  return div(weights, index_select(totals, g.dst));
+  std::vector<int64_t> src, dst;
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      src.push_back(j);
+      dst.push_back(i);
+    }
+  }
+  return Graph(n, src, dst, {}, 0, adjacent);
 }
 
 // Unnormalised Gaussian (std in map cells) centred on each cell, over a size x size map.
@@ -189,20 +165,17 @@ SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, Rng& rng) : dim_(dim) 
       "update", std::make_shared<MLP>(std::vector<int64_t>{2 * dim, dim, dim}, true, rng));
 }
 
-Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const EdgeList& g,
-                           Tensor* attention) {
+Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const Graph& g, Tensor* attention) {
   const Tensor input = positions.defined() ? concat({x, positions}, 1) : x;
   // Send: m_ji = ReLU(W2 ReLU(W_j x_j + W_i x_i + b1) + b2) per edge j -> i.
-  Tensor hidden = relu(add(index_select(send_source->forward(input), g.src),
-                           index_select(send_target->forward(input), g.dst)));
+  Tensor hidden = relu(gather_add(send_source->forward(input), send_target->forward(input), g));
   Tensor messages = relu(send_out->forward(hidden));
   // Gather: a_ji = softmax_j LeakyReLU(w1 . x_i + w2 . x_j), g_i = ReLU(sum_j a_ji m_ji + b).
-  Tensor scores = leaky_relu(add(index_select(score_source->forward(x), g.src),
-                                 index_select(score_target->forward(x), g.dst)),
-                             0.2f);
+  Tensor scores = leaky_relu(gather_add(score_source->forward(x), score_target->forward(x), g), 0.2f);
+  if (g.has_edge_attr()) scores = add(scores, Tensor::from_vector({g.num_edges(), 1}, g.edge_attr()));
   Tensor weights = edge_softmax(scores, g);
   if (attention) *attention = weights;
-  Tensor gathered = relu(add(scatter_sum(mul(messages, weights), g), gather_bias));
+  Tensor gathered = relu(add(scatter(messages, g, Reduce::kSum, weights), gather_bias));
   // Update: v_i = MLP([x_i ; g_i]).
   return update->forward(concat({x, gathered}, 1));
 }
@@ -236,7 +209,7 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
     const std::vector<Cell> grid = grid_cells(g, g, map, map);
     cells_.insert(cells_.end(), grid.begin(), grid.end());
   }
-  frame_graph_ = region_edges(cells_, config.fully_connected || config.attention_over_all_nodes);
+  frame_graph_ = frame_graph_for(cells_, config.fully_connected, config.attention_over_all_nodes);
   node_norm_ = register_module("node_norm", std::make_shared<BatchNorm1d>(channels));
   if (channels != d)
     node_projection_ =
@@ -271,7 +244,7 @@ Tensor Rstg::nodes_from_map(const Tensor& map) {
   return flat.reshape({m, n, -1});
 }
 
-Tensor Rstg::space(const Tensor& x, const EdgeList& graph, const Tensor& positions, int64_t frame,
+Tensor Rstg::space(const Tensor& x, const Graph& graph, const Tensor& positions, int64_t frame,
                    int64_t stage) {
   Tensor attention;
   Tensor out = space_->forward(x, positions, graph, record_attention ? &attention : nullptr);
@@ -283,7 +256,7 @@ Tensor Rstg::space(const Tensor& x, const EdgeList& graph, const Tensor& positio
     if (static_cast<int64_t>(per_stage.size()) <= stage)
       per_stage.resize(static_cast<size_t>(stage) + 1);
     const float* a = attention.data();
-    per_stage[static_cast<size_t>(stage)].assign(a, a + frame_graph_.edges());
+    per_stage[static_cast<size_t>(stage)].assign(a, a + frame_graph_.num_edges());
   }
   return out;
 }
@@ -324,7 +297,7 @@ Tensor Rstg::forward(const Tensor& video) {
       permute(nodes_from_map(map).reshape({b, t, n, d}), {1, 0, 2, 3}).reshape({t * b * n, d});
   if (cached_batch_ != b) {
     batch_graph_ = replicate(frame_graph_, b);
-    spacetime_graph_ = EdgeList{};
+    spacetime_graph_ = Graph();
     cached_batch_ = b;
   }
   Tensor frame_positions;
@@ -342,11 +315,11 @@ Tensor Rstg::forward(const Tensor& video) {
   if (v == RstgVariant::kSpaceOnly || v == RstgVariant::kOneTempStage ||
       v == RstgVariant::kHomogeneous) {
     // No recurrence between space stages: every frame at once.
-    const EdgeList* graph = &batch_graph_;
-    EdgeList all_frames;
+    const Graph* graph = &batch_graph_;
+    Graph all_frames;
     if (v == RstgVariant::kHomogeneous) {
-      if (spacetime_graph_.nodes != t * b * n)
-        spacetime_graph_ = spacetime_edges(frame_graph_, t, b);
+      if (spacetime_graph_.num_nodes() != t * b * n)
+        spacetime_graph_ = spacetime_graph(frame_graph_, t, b);
       graph = &spacetime_graph_;
     } else {
       all_frames = replicate(frame_graph_, t * b);

@@ -14,17 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "graph/graph.h"
 #include "nn/module.h"
 #include "nn/recurrent.h"
 
 namespace stgnn {
-
-// Directed edges src -> dst over `nodes` nodes.
-struct EdgeList {
-  int64_t nodes = 0;
-  IndexTensor src, dst;
-  int64_t edges() const { return src.numel(); }
-};
 
 enum class RstgVariant {
   kSpaceOnly,      // space stages only, frames independent, averaged over time
@@ -67,8 +61,9 @@ class SpaceStage : public Module {
  public:
   SpaceStage(int64_t dim, int64_t position_dim, Rng& rng);
   // x [N, D] node features, positions [N, P] or undefined -> [N, D]; optionally returns the
-  // attention weights [E] (for pictures).
-  Tensor forward(const Tensor& x, const Tensor& positions, const EdgeList& graph,
+  // attention weights [E, 1] (for pictures). An edge attribute, when the graph has one, is
+  // added to the attention score (the released code's +1 on region-graph edges).
+  Tensor forward(const Tensor& x, const Tensor& positions, const Graph& graph,
                  Tensor* attention = nullptr);
 
   std::shared_ptr<Linear> send_source, send_target, send_out;  // send MLP, first layer split
@@ -91,18 +86,18 @@ class Rstg : public Module {
   std::vector<std::vector<std::vector<float>>> last_attention;
 
   const RstgConfig& config() const { return config_; }
-  const EdgeList& frame_graph() const { return frame_graph_; }
+  const Graph& frame_graph() const { return frame_graph_; }
   const std::vector<Cell>& cells() const { return cells_; }
 
  private:
   Tensor backbone_forward(const Tensor& frames);  // [B*T, C, H, W] -> [B*T, F, h, w]
   Tensor nodes_from_map(const Tensor& map);       // -> [B*T, nodes, D]
-  Tensor space(const Tensor& x, const EdgeList& graph, const Tensor& positions, int64_t frame,
+  Tensor space(const Tensor& x, const Graph& graph, const Tensor& positions, int64_t frame,
                int64_t stage);
 
   RstgConfig config_;
   std::vector<Cell> cells_;
-  EdgeList frame_graph_;  // the region graph of one frame
+  Graph frame_graph_;  // the region graph of one frame
   std::shared_ptr<Sequential> backbone_;
   std::shared_ptr<BatchNorm> node_norm_;
   std::shared_ptr<Linear> node_projection_;
@@ -112,7 +107,7 @@ class Rstg : public Module {
   Tensor positions_;  // [nodes, 36] Gaussian maps (positional variant)
   // Batched graphs, rebuilt when the batch size changes.
   int64_t cached_batch_ = -1;
-  EdgeList batch_graph_, spacetime_graph_;
+  Graph batch_graph_, spacetime_graph_;
 };
 
 }  // namespace stgnn
