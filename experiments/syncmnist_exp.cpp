@@ -55,6 +55,7 @@ struct Settings {
   std::string schedule = "cosine";
   double min_lr_ratio = 0.02;
   double clip_norm = 5.0;
+  int64_t easy_epochs = 0;
   std::string mnist;
   std::string cache_dir = std::string(STGNN_SOURCE_DIR) + "/data";
   bool attention_all_nodes = false;
@@ -145,6 +146,7 @@ nlohmann::json settings_json(const Settings& s) {
   j["schedule"] = s.schedule;
   j["min-lr-ratio"] = s.min_lr_ratio;
   j["clip-norm"] = s.clip_norm;
+  j["easy-epochs"] = s.easy_epochs;
   j["mnist"] = s.mnist;
   j["cache-dir"] = s.cache_dir;
   j["attention-all-nodes"] = s.attention_all_nodes;
@@ -267,6 +269,8 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
   Rng init_rng(s.common.seed);
   Rstg model(model_config(s), init_rng);
   const SyncMnistOptions options = data_options(s);
+  SyncMnistOptions easy_options = options;
+  easy_options.digits = 2;
   const int64_t batch = s.common.batch_size;
   const int64_t steps_per_epoch = std::max<int64_t>(1, s.videos_per_epoch / batch);
   const int64_t total_steps = steps_per_epoch * s.common.epochs;
@@ -339,7 +343,8 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
       // Video i of the training stream is a pure function of (seed, i): resuming regenerates
       // exactly the videos an uninterrupted run would have seen.
       const SyncBatch train_batch = generate_batch(
-          digits.train, s.common.seed, static_cast<uint64_t>(global_step * batch), batch, options);
+          digits.train, s.common.seed, static_cast<uint64_t>(global_step * batch), batch,
+          epoch < s.easy_epochs ? easy_options : options);
       data_seconds +=
           std::chrono::duration<double>(std::chrono::steady_clock::now() - data_start).count();
       optimizer->lr = schedule.lr_at(global_step);
