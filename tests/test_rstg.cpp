@@ -85,7 +85,8 @@ TEST_CASE("the default region graph has the documented 45 undirected edges") {
   const Graph all = Rstg(config).frame_graph();
   CHECK(all.num_edges() == 14 * 14);
   float marked = 0;
-  for (float a : all.edge_attr()) marked += a;
+  for (float a : all.edge_attr())
+    marked += a;
   CHECK(marked == 90.0f);
 }
 
@@ -142,7 +143,8 @@ TEST_CASE("attention weights are recorded per frame and stage, and sum to one pe
   const Graph& g = model.frame_graph();
   std::vector<double> per_node(static_cast<size_t>(g.num_nodes()), 0.0);
   for (int64_t e = 0; e < g.num_edges(); ++e) {
-    per_node[static_cast<size_t>(g.dst()[static_cast<size_t>(e)])] += model.last_attention[1][0][static_cast<size_t>(e)];
+    per_node[static_cast<size_t>(g.dst()[static_cast<size_t>(e)])] +=
+        model.last_attention[1][0][static_cast<size_t>(e)];
   }
   for (double total : per_node)
     CHECK(total == doctest::Approx(1.0));
