@@ -59,6 +59,7 @@ struct Settings {
   std::string mnist;
   std::string cache_dir = std::string(STGNN_SOURCE_DIR) + "/data";
   bool attention_all_nodes = false;
+  int64_t stop_after_steps = 0;  // testing aid: behave as if interrupted after N steps
   bool fully_connected = false;
 };
 
@@ -328,6 +329,7 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
   const SyncBatch val_set =
       generate_batch(digits.train, mix64(s.common.seed + 0x7a11da7e), 0, s.val_videos, options);
   std::fflush(stdout);
+  int64_t steps_this_run = 0;
   for (int64_t epoch = start_epoch; epoch < s.common.epochs; ++epoch) {
     model.train();
     const auto epoch_start = std::chrono::steady_clock::now();
@@ -342,9 +344,9 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
       const auto data_start = std::chrono::steady_clock::now();
       // Video i of the training stream is a pure function of (seed, i): resuming regenerates
       // exactly the videos an uninterrupted run would have seen.
-      const SyncBatch train_batch = generate_batch(
-          digits.train, s.common.seed, static_cast<uint64_t>(global_step * batch), batch,
-          epoch < s.easy_epochs ? easy_options : options);
+      const SyncBatch train_batch =
+          generate_batch(digits.train, s.common.seed, static_cast<uint64_t>(global_step * batch),
+                         batch, epoch < s.easy_epochs ? easy_options : options);
       data_seconds +=
           std::chrono::duration<double>(std::chrono::steady_clock::now() - data_start).count();
       optimizer->lr = schedule.lr_at(global_step);
@@ -387,7 +389,8 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
       const double elapsed =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
       bar.update(step + 1, loss_sum / seen, static_cast<double>(correct) / seen, seen / elapsed);
-      if (interrupted()) {
+      ++steps_this_run;
+      if (interrupted() || (s.stop_after_steps > 0 && steps_this_run >= s.stop_after_steps)) {
         bar.finish();
         trained_seconds += elapsed;
         trained_videos += seen;
@@ -577,6 +580,9 @@ int main(int argc, char** argv) {
   app.add_flag("--attention-all-nodes", s.attention_all_nodes,
                "released-code attention: softmax over all nodes");
   app.add_flag("--fully-connected", s.fully_connected, "region graph with all node pairs");
+  app.add_option(
+      "--stop-after-steps", s.stop_after_steps,
+      "testing aid: act as if Ctrl-C arrived after N training steps (checkpoint, exit 130)");
   std::string export_dir, split = "test";
   int64_t export_count = 1000;
   app.add_option("--export-dataset", export_dir,

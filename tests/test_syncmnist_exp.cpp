@@ -1,0 +1,133 @@
+// syncmnist_exp end to end: a tiny run writes the whole run directory, an interrupted run
+// resumed ends bit-identical to an uninterrupted one, --eval reproduces the predictions,
+// --export-dataset writes the documented arrays, and bad input exits 1 with a clear message.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "autograd/atomic_file.h"
+#include "autograd/safetensors.h"
+#include "data/npy.h"
+#include "support/synthetic_digits.h"
+#include "video/syncmnist.h"
+
+using namespace stgnn;
+using namespace stgnn::testing;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Workspace {
+  fs::path root = fs::temp_directory_path() / ("stgnn_exp_test_" + std::to_string(::getpid()));
+  fs::path mnist = root / "mnist";
+  DigitSet train = synthetic_pool(6), test = synthetic_pool(3);
+  Workspace() { write_idx_dir(mnist.string(), train, test); }
+  ~Workspace() {
+    std::error_code ignored;
+    fs::remove_all(root, ignored);
+  }
+};
+
+// Runs syncmnist_exp with `args`; returns its exit code, output in `log`.
+int run(const std::string& args, const fs::path& log) {
+  const std::string command =
+      std::string(STGNN_BUILD_DIR) + "/syncmnist_exp " + args + " > " + log.string() + " 2>&1";
+  const int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string text(const fs::path& p) {
+  return read_file(p.string());
+}
+
+int64_t lines(const fs::path& p) {
+  std::ifstream in(p);
+  int64_t n = 0;
+  for (std::string line; std::getline(in, line);)
+    ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("a tiny run writes the whole run directory; resume and eval reproduce it") {
+  Workspace w;
+  const std::string common = "--preset tiny --quiet --mnist " + w.mnist.string();
+  const fs::path a = w.root / "a";
+  REQUIRE(run(common + " --out " + a.string(), w.root / "a.log") == 0);
+  INFO(text(w.root / "a.log"));
+  for (const char* name : {"config.json", "metrics.csv", "curves.svg", "last.safetensors",
+                           "best.safetensors", "results.json", "predictions_test.csv"}) {
+    CHECK(fs::exists(a / name));
+  }
+  CHECK(text(w.root / "a.log").find("result: test accuracy") != std::string::npos);
+  CHECK(lines(a / "metrics.csv") == 1 + 2);            // header + 2 epochs
+  CHECK(lines(a / "predictions_test.csv") == 1 + 64);  // header + the tiny preset's 64 test videos
+  const auto results = nlohmann::json::parse(text(a / "results.json"));
+  CHECK(results.at("test_videos") == 64);
+  CHECK(results.at("test_top1").get<double>() >= 0.0);
+  const auto config = nlohmann::json::parse(text(a / "config.json"));
+  CHECK(config.at("preset") == "tiny");
+  CHECK(config.at("channels") == "4,8,8");
+  CHECK(text(a / "curves.svg").rfind("<svg", 0) == 0);
+
+  // Interrupted after 3 steps (as by Ctrl-C), then resumed: identical final weights.
+  const fs::path b = w.root / "b";
+  CHECK(run(common + " --out " + b.string() + " --stop-after-steps 3", w.root / "b1.log") == 130);
+  CHECK(text(w.root / "b1.log").find("--resume") != std::string::npos);
+  CHECK(run("--quiet --resume " + b.string(), w.root / "b2.log") == 0);
+  INFO(text(w.root / "b2.log"));
+  const NamedTensors straight = load_safetensors((a / "last.safetensors").string());
+  const NamedTensors resumed = load_safetensors((b / "last.safetensors").string());
+  REQUIRE(straight.tensors.size() == resumed.tensors.size());
+  for (const auto& [name, t] : straight.tensors) {
+    CAPTURE(name);
+    CHECK(resumed.tensors.at(name).to_vector() == t.to_vector());
+  }
+  CHECK(text(a / "predictions_test.csv") == text(b / "predictions_test.csv"));
+
+  // --eval on the best checkpoint reproduces the test predictions.
+  const fs::path e = w.root / "e";
+  CHECK(run("--quiet --eval " + (a / "best.safetensors").string() + " --config " +
+                (a / "config.json").string() + " --out " + e.string(),
+            w.root / "e.log") == 0);
+  CHECK(text(e / "predictions_test.csv") == text(a / "predictions_test.csv"));
+}
+
+TEST_CASE("--export-dataset writes videos, labels, digits and positions as .npy") {
+  Workspace w;
+  const fs::path out = w.root / "export";
+  REQUIRE(run("--mnist " + w.mnist.string() + " --export-dataset " + out.string() +
+                  " --split test --count 5",
+              w.root / "x.log") == 0);
+  const NpyArray videos = read_npy((out / "videos.npy").string());
+  CHECK(videos.dtype == "|u1");
+  CHECK(videos.shape == Shape{5, 10, 64, 64});
+  const NpyArray labels = read_npy((out / "labels.npy").string());
+  CHECK(labels.shape == Shape{5});
+  CHECK(read_npy((out / "digits.npy").string()).shape == Shape{5, 3});
+  CHECK(read_npy((out / "positions.npy").string()).shape == Shape{5, 10, 3, 2});
+  // The same videos the generator makes for the test split (fixed test seed, first index 0).
+  const SyncBatch expected = generate_batch(w.test, 20191208, 0, 5, SyncMnistOptions{});
+  CHECK(std::equal(videos.bytes.begin(), videos.bytes.end(), expected.videos.begin()));
+  const std::vector<int64_t> got = npy_to_int64(labels);
+  CHECK(std::equal(got.begin(), got.end(), expected.labels.begin()));
+}
+
+TEST_CASE("bad input exits 1 with a message naming the flag or file; --help exits 0") {
+  Workspace w;
+  CHECK(run("--help", w.root / "h.log") == 0);
+  CHECK(text(w.root / "h.log").find("--videos-per-epoch") != std::string::npos);
+  CHECK(run("--digits 4", w.root / "d.log") == 1);
+  CHECK(text(w.root / "d.log").find("--digits") != std::string::npos);
+  CHECK(run("--mnist " + (w.root / "nowhere").string(), w.root / "m.log") == 1);
+  CHECK(text(w.root / "m.log").find("nowhere") != std::string::npos);
+  CHECK(run("--preset huge", w.root / "p.log") == 1);
+  CHECK(text(w.root / "p.log").find("huge") != std::string::npos);
+  CHECK(run("--channels 8,x --mnist " + w.mnist.string(), w.root / "c.log") == 1);
+  CHECK(text(w.root / "c.log").find("--channels") != std::string::npos);
+}
