@@ -162,6 +162,26 @@ def write_safetensors(path, tensors):
         f.write(struct.pack("<Q", len(blob)) + blob + data)
 
 
+def fixture_large(out_dir):
+    """The default network at full size (threaded code paths), for a one-off check."""
+    torch.manual_seed(11)
+    os.makedirs(out_dir, exist_ok=True)
+    model = Rstg(channels=(16, 32, 64), node_dim=64, stages=3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    weights = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    write_safetensors(os.path.join(out_dir, "lstm_weights.safetensors"), weights)
+    video = torch.rand(8, 10, 1, 64, 64, requires_grad=True)
+    labels = torch.arange(8) * 5
+    logits = model(video)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    grads.update({"input": video.grad, "logits": logits, "loss": loss.reshape(1), "video": video})
+    write_safetensors(os.path.join(out_dir, "lstm_expected.safetensors"), grads)
+
+
 def fixture(out_dir):
     """A small RSTG (22x22 frames, 2 conv blocks, grids 2x2 + 1x1) with its weights, one batch,
     the loss, and the gradients of every parameter and of the input."""
@@ -224,8 +244,11 @@ if __name__ == "__main__":
     b.add_argument("--threads", type=int, default=2)
     f = sub.add_parser("fixture")
     f.add_argument("out_dir")
+    f.add_argument("--large", action="store_true", help="the default network at full size (not committed)")
     args = parser.parse_args()
     if args.command == "bench":
         bench(args)
+    elif args.large:
+        fixture_large(args.out_dir)
     else:
         fixture(args.out_dir)
