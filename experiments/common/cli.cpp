@@ -2,9 +2,11 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
+#include "autograd/error.h"
 #include "autograd/parallel.h"
 
 namespace stgnn::experiments {
@@ -98,6 +100,61 @@ nlohmann::json common_flags_json(const CommonFlags& f) {
           {"lr", f.lr},         {"weight-decay", f.weight_decay},
           {"seed", f.seed},     {"threads", f.threads},
           {"quiet", f.quiet}};
+}
+
+int parse_command_line(CLI::App& app, int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--resume" && std::find(args.begin(), args.end(), "--config") == args.end()) {
+      args.push_back("--config");
+      args.push_back(args[i + 1] + "/config.json");
+      break;
+    }
+  }
+  std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
+  try {
+    app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? kExitOk : kExitBadInput;
+  }
+  return -1;
+}
+
+bool given_on_command_line(int argc, char** argv, const std::string& flag) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == flag || arg.rfind(flag + "=", 0) == 0) return true;
+  }
+  return false;
+}
+
+std::vector<int64_t> parse_positive_list(const std::string& text, const std::string& flag) {
+  std::vector<int64_t> values;
+  std::stringstream list(text);
+  for (std::string item; std::getline(list, item, ',');) {
+    size_t used = 0;
+    int64_t v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || v <= 0) {
+      throw ValueError(flag + ": '" + text +
+                       "' is not a comma-separated list of positive integers");
+    }
+    values.push_back(v);
+  }
+  if (values.empty()) throw ValueError(flag + ": empty list");
+  return values;
+}
+
+std::string join_list(const std::vector<int64_t>& values) {
+  std::string s;
+  for (size_t i = 0; i < values.size(); ++i)
+    s += (i ? "," : "") + std::to_string(values[i]);
+  return s;
 }
 
 int apply_threads(int threads) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace stgnn::experiments {
 
@@ -31,6 +32,22 @@ void add_common_flags(CLI::App& app, CommonFlags& flags);
 
 // Their values as JSON, keyed by flag name.
 nlohmann::json common_flags_json(const CommonFlags& flags);
+
+// Parses the command line into `app`; --resume DIR without --config reads DIR/config.json for
+// every flag not given on the command line. Returns -1 when the program should go on, else
+// the exit code to return (0 after --help, kExitBadInput after a parse error; CLI11 has
+// printed the message).
+int parse_command_line(CLI::App& app, int argc, char** argv);
+
+// True when `flag` (e.g. "--labels") is on the command line itself, as "--labels X" or
+// "--labels=X", rather than filled in from --config.
+bool given_on_command_line(int argc, char** argv, const std::string& flag);
+
+// "32,64,128" -> {32, 64, 128}. ValueError naming `flag` unless every item is a positive
+// integer.
+std::vector<int64_t> parse_positive_list(const std::string& text, const std::string& flag);
+// {32, 64, 128} -> "32,64,128".
+std::string join_list(const std::vector<int64_t>& values);
 
 // Applies --threads (0 = all cores) to OpenMP and returns the count in use.
 int apply_threads(int threads);

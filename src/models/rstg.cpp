@@ -98,13 +98,15 @@ Graph spacetime_graph(const Graph& frame, int64_t frames, int64_t batch) {
 
 // The per-frame graph: the region graph (overlap or shared side), or, for the released
 // all-nodes attention, every ordered pair including self with attribute 1 on region edges.
-Graph frame_graph_for(const std::vector<Cell>& cells, bool fully_connected, bool all_nodes_attention) {
+Graph frame_graph_for(const std::vector<Cell>& cells, bool fully_connected,
+                      bool all_nodes_attention) {
   const Graph region = region_graph(cells, fully_connected, false);
   if (!all_nodes_attention) return region;
   const int64_t n = static_cast<int64_t>(cells.size());
   std::vector<float> adjacent(static_cast<size_t>(n * n), 0.0f);
   for (int64_t e = 0; e < region.num_edges(); ++e) {
-    const int64_t i = region.dst()[static_cast<size_t>(e)], j = region.src()[static_cast<size_t>(e)];
+    const int64_t i = region.dst()[static_cast<size_t>(e)],
+                  j = region.src()[static_cast<size_t>(e)];
     adjacent[static_cast<size_t>(i * n + j)] = 1.0f;
   }
   std::vector<int64_t> src, dst;
@@ -141,7 +143,8 @@ Tensor gaussian_positions(const std::vector<Cell>& cells, int64_t map_size, floa
 
 namespace {
 
-std::shared_ptr<RecurrentCell> make_cell(const std::string& kind, int64_t input, int64_t hidden, Rng& rng) {
+std::shared_ptr<RecurrentCell> make_cell(const std::string& kind, int64_t input, int64_t hidden,
+                                         Rng& rng) {
   if (kind == "lstm") return std::make_shared<LSTMCell>(input, hidden, true, rng);
   if (kind == "gru") return std::make_shared<GRUCell>(input, hidden, true, rng);
   throw ValueError("RSTG: time cell '" + kind + "' (lstm or gru)");
@@ -165,14 +168,17 @@ SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, Rng& rng) : dim_(dim) 
       "update", std::make_shared<MLP>(std::vector<int64_t>{2 * dim, dim, dim}, true, rng));
 }
 
-Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const Graph& g, Tensor* attention) {
+Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const Graph& g,
+                           Tensor* attention) {
   const Tensor input = positions.defined() ? concat({x, positions}, 1) : x;
   // Send: m_ji = ReLU(W2 ReLU(W_j x_j + W_i x_i + b1) + b2) per edge j -> i.
   Tensor hidden = relu(gather_add(send_source->forward(input), send_target->forward(input), g));
   Tensor messages = relu(send_out->forward(hidden));
   // Gather: a_ji = softmax_j LeakyReLU(w1 . x_i + w2 . x_j), g_i = ReLU(sum_j a_ji m_ji + b).
-  Tensor scores = leaky_relu(gather_add(score_source->forward(x), score_target->forward(x), g), 0.2f);
-  if (g.has_edge_attr()) scores = add(scores, Tensor::from_vector({g.num_edges(), 1}, g.edge_attr()));
+  Tensor scores =
+      leaky_relu(gather_add(score_source->forward(x), score_target->forward(x), g), 0.2f);
+  if (g.has_edge_attr())
+    scores = add(scores, Tensor::from_vector({g.num_edges(), 1}, g.edge_attr()));
   Tensor weights = edge_softmax(scores, g);
   if (attention) *attention = weights;
   Tensor gathered = relu(add(scatter(messages, g, Reduce::kSum, weights), gather_bias));
@@ -199,8 +205,7 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
   const RstgVariant v = config.variant;
   if (v == RstgVariant::kMeanLstm || v == RstgVariant::kConvLstm) {
     const int64_t in = v == RstgVariant::kMeanLstm ? channels : channels * map * map;
-    final_cell_ =
-        register_module("final_time", make_cell(config.cell, in, d, rng));
+    final_cell_ = register_module("final_time", make_cell(config.cell, in, d, rng));
     classifier_ =
         register_module("classifier", std::make_shared<Linear>(d, config.classes, true, rng));
     return;
@@ -245,18 +250,22 @@ Tensor Rstg::nodes_from_map(const Tensor& map) {
 }
 
 Tensor Rstg::space(const Tensor& x, const Graph& graph, const Tensor& positions, int64_t frame,
-                   int64_t stage) {
+                   int64_t stage, int64_t frames, int64_t batch) {
   Tensor attention;
   Tensor out = space_->forward(x, positions, graph, record_attention ? &attention : nullptr);
   if (record_attention) {
-    // Video 0's edges come first in every batched graph.
-    if (static_cast<int64_t>(last_attention.size()) <= frame)
-      last_attention.resize(static_cast<size_t>(frame) + 1);
-    auto& per_stage = last_attention[static_cast<size_t>(frame)];
-    if (static_cast<int64_t>(per_stage.size()) <= stage)
-      per_stage.resize(static_cast<size_t>(stage) + 1);
-    const float* a = attention.data();
-    per_stage[static_cast<size_t>(stage)].assign(a, a + frame_graph_.num_edges());
+    // Batched graphs replicate the frame graph per (frame, video), frame-major, with any time
+    // edges after them: video 0 of frame s owns the E0 edges from s * batch * E0.
+    const int64_t e0 = frame_graph_.num_edges();
+    for (int64_t s = 0; s < frames; ++s) {
+      const size_t f = static_cast<size_t>(frame + s);
+      if (last_attention.size() <= f) last_attention.resize(f + 1);
+      auto& per_stage = last_attention[f];
+      if (static_cast<int64_t>(per_stage.size()) <= stage)
+        per_stage.resize(static_cast<size_t>(stage) + 1);
+      const float* a = attention.data() + s * batch * e0;
+      per_stage[static_cast<size_t>(stage)].assign(a, a + e0);
+    }
   }
   return out;
 }
@@ -327,7 +336,7 @@ Tensor Rstg::forward(const Tensor& video) {
     }
     Tensor x = nodes;
     for (int64_t k = 0; k < config_.stages; ++k)
-      x = space(x, *graph, Tensor(), 0, k);
+      x = space(x, *graph, Tensor(), 0, k, t, b);
     if (v == RstgVariant::kOneTempStage) {
       Tensor state = final_cell_->initial_state(b * n);
       for (int64_t s = 0; s < t; ++s) {

@@ -81,7 +81,8 @@ class Rstg : public Module {
   // video [B, T, C, H, W] -> logits [B, classes].
   Tensor forward(const Tensor& video);
   // Attention weights of the last forward for the first video of the batch: per frame, per
-  // stage, per edge of the 14-node graph ([T][K][E0]); filled when record_attention is set.
+  // stage, per edge of the 14-node graph ([T][K][E0]); filled when record_attention is set
+  // (empty for the variants without space stages: time-only and the baselines).
   bool record_attention = false;
   std::vector<std::vector<std::vector<float>>> last_attention;
 
@@ -92,8 +93,10 @@ class Rstg : public Module {
  private:
   Tensor backbone_forward(const Tensor& frames);  // [B*T, C, H, W] -> [B*T, F, h, w]
   Tensor nodes_from_map(const Tensor& map);       // -> [B*T, nodes, D]
+  // graph holds `frames` frames of `batch` videos, laid out [frames, batch, ...]; their
+  // attention is recorded as frames frame .. frame + frames - 1.
   Tensor space(const Tensor& x, const Graph& graph, const Tensor& positions, int64_t frame,
-               int64_t stage);
+               int64_t stage, int64_t frames = 1, int64_t batch = 1);
 
   RstgConfig config_;
   std::vector<Cell> cells_;
