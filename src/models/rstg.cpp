@@ -154,7 +154,7 @@ std::shared_ptr<RecurrentCell> make_cell(const std::string& kind, int64_t input,
 
 // ---------------------------------------------------------------- SpaceStage
 
-SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, Rng& rng) : dim_(dim) {
+SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, Rng& rng) : dim_(dim) {
   const int64_t in = dim + position_dim;
   // The send MLP's first layer on [x_j ; x_i] is W_j x_j + W_i x_i: two per-node products
   // and a per-edge add instead of a product per edge on 2D-wide rows.
@@ -166,6 +166,7 @@ SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, Rng& rng) : dim_(dim) 
   gather_bias = register_parameter("gather_bias", Tensor::zeros({dim}));
   update = register_module(
       "update", std::make_shared<MLP>(std::vector<int64_t>{2 * dim, dim, dim}, true, rng));
+  if (layer_norm) output_norm = register_module("output_norm", std::make_shared<LayerNorm>(dim));
 }
 
 Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const Graph& g,
@@ -183,7 +184,8 @@ Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const Graph
   if (attention) *attention = weights;
   Tensor gathered = relu(add(scatter(messages, g, Reduce::kSum, weights), gather_bias));
   // Update: v_i = MLP([x_i ; g_i]).
-  return update->forward(concat({x, gathered}, 1));
+  Tensor out = update->forward(concat({x, gathered}, 1));
+  return output_norm ? output_norm->forward(out) : out;
 }
 
 // ---------------------------------------------------------------- Rstg
@@ -222,8 +224,8 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
   const bool positional = v == RstgVariant::kPositional;
   if (positional) positions_ = gaussian_positions(cells_, map, config.positional_std);
   if (v != RstgVariant::kTimeOnly) {
-    space_ =
-        register_module("space", std::make_shared<SpaceStage>(d, positional ? map * map : 0, rng));
+    space_ = register_module("space", std::make_shared<SpaceStage>(d, positional ? map * map : 0,
+                                                                   config.stage_norm, rng));
   }
   if (v == RstgVariant::kTimeOnly || v == RstgVariant::kAllTempStages ||
       v == RstgVariant::kPositional) {
