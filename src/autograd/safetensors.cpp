@@ -15,6 +15,10 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100 * 1024 * 1024;  // the reference implementation's limit
 constexpr const char* kChecksumKey = "stgnn.crc32";
+constexpr const char* kHeaderChecksumKey = "stgnn.header_crc32";
+constexpr size_t kMaxDims = 64;
+// Elements of one tensor, and any single dimension: 2^50 floats is 4 PiB, far beyond any file.
+constexpr uint64_t kMaxElements = uint64_t{1} << 50;
 
 uint32_t crc32_of(const char* data, size_t size) {
   uLong crc = crc32(0L, Z_NULL, 0);
@@ -58,6 +62,121 @@ float half_to_float(uint16_t h) {
   throw FormatError("safetensors '" + source + "': " + what);
 }
 
+// The CRC-32 of the header with its own checksum entry removed, serialised canonically
+// (nlohmann::json sorts keys and writes no spaces), so it does not depend on the writer's key
+// order or padding.
+std::string header_checksum(nlohmann::json header) {
+  auto meta = header.find("__metadata__");
+  if (meta != header.end() && meta->is_object()) meta->erase(kHeaderChecksumKey);
+  const std::string canonical = header.dump();
+  return std::to_string(crc32_of(canonical.data(), canonical.size()));
+}
+
+// The data CRC covers the tensors only; this one covers shapes, offsets and metadata (epoch,
+// step, optimizer state names), where a flipped bit would otherwise go unnoticed.
+void check_header_checksum(const nlohmann::json& header, const std::string& source) {
+  const auto meta = header.find("__metadata__");
+  if (meta == header.end() || !meta->is_object()) return;
+  const auto stored = meta->find(kHeaderChecksumKey);
+  if (stored == meta->end()) return;
+  if (!stored->is_string()) bad(source, std::string("metadata '") + kHeaderChecksumKey + "' is not a string");
+  const std::string actual = header_checksum(header);
+  if (actual != stored->get<std::string>()) {
+    bad(source, "header checksum mismatch (stored " + stored->get<std::string>() + ", computed " +
+                    actual + "): the file is corrupted");
+  }
+}
+
+// A validated tensor entry: its bytes are [begin, end) of the data section.
+struct Entry {
+  std::string name;
+  std::string dtype;
+  size_t element = 0;
+  Shape shape;
+  uint64_t numel = 0;
+  uint64_t begin = 0, end = 0;
+};
+
+Entry parse_entry(const std::string& name, const nlohmann::json& entry, uint64_t data_size,
+                  const std::string& source) {
+  const std::string where = "tensor '" + name + "'";
+  if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
+      !entry.contains("data_offsets")) {
+    bad(source, where + " lacks dtype, shape or data_offsets");
+  }
+  const auto& dtype_json = entry["dtype"];
+  const auto& shape_json = entry["shape"];
+  const auto& offsets_json = entry["data_offsets"];
+  if (!dtype_json.is_string() || !shape_json.is_array() || !offsets_json.is_array() ||
+      offsets_json.size() != 2 || !offsets_json[0].is_number_unsigned() ||
+      !offsets_json[1].is_number_unsigned()) {
+    bad(source, where + " has a malformed dtype, shape or data_offsets");
+  }
+  Entry e;
+  e.name = name;
+  e.dtype = dtype_json.get<std::string>();
+  if (e.dtype == "F32")
+    e.element = 4;
+  else if (e.dtype == "F16" || e.dtype == "BF16")
+    e.element = 2;
+  else if (e.dtype == "F64")
+    e.element = 8;
+  else
+    bad(source, where + " has unsupported dtype " + e.dtype + " (F32, F16, BF16, F64 are read)");
+  if (shape_json.size() > kMaxDims) {
+    bad(source, where + " has " + std::to_string(shape_json.size()) + " dimensions (at most " +
+                    std::to_string(kMaxDims) + ")");
+  }
+  e.numel = 1;
+  for (const auto& d : shape_json) {
+    if (!d.is_number_unsigned()) bad(source, where + " has a non-integer or negative dimension");
+    const uint64_t dim = d.get<uint64_t>();
+    // Each dimension and the running product stay far inside int64 (a zero dimension does
+    // not excuse a huge one: Shape holds signed sizes).
+    if (dim > kMaxElements || (dim != 0 && e.numel > kMaxElements / dim))
+      bad(source, where + " shape overflows");
+    e.numel *= dim;
+    e.shape.push_back(static_cast<int64_t>(dim));
+  }
+  e.begin = offsets_json[0].get<uint64_t>();
+  e.end = offsets_json[1].get<uint64_t>();
+  if (e.begin > e.end || e.end > data_size) {
+    bad(source, where + " data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
+                    ") outside the data section of " + std::to_string(data_size) + " bytes");
+  }
+  if (e.end - e.begin != e.numel * e.element) {
+    bad(source, where + " holds " + std::to_string(e.end - e.begin) + " bytes but shape " +
+                    shape_str(e.shape) + " of " + e.dtype + " needs " +
+                    std::to_string(e.numel * e.element));
+  }
+  return e;
+}
+
+// The entry's elements (at `src`, little-endian) as float32.
+Tensor to_float_tensor(const Entry& e, const char* src) {
+  Tensor t = Tensor::empty(e.shape);
+  float* out = t.data();
+  for (uint64_t i = 0; i < e.numel; ++i) {
+    if (e.element == 4) {
+      std::memcpy(out + i, src + 4 * i, 4);
+    } else if (e.element == 8) {
+      double v;
+      std::memcpy(&v, src + 8 * i, 8);
+      out[i] = static_cast<float>(v);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, src + 2 * i, 2);
+      if (e.dtype == "F16") {
+        out[i] = half_to_float(h);
+      } else {
+        const uint32_t bits = static_cast<uint32_t>(h) << 16;
+        std::memcpy(out + i, &bits, 4);
+      }
+    }
+  }
+  return t;
+}
+
 }  // namespace
 
 std::string encode_safetensors(const std::vector<std::pair<std::string, Tensor>>& tensors,
@@ -89,6 +208,8 @@ std::string encode_safetensors(const std::vector<std::pair<std::string, Tensor>>
   header["__metadata__"] = meta;
   for (auto& [name, entry] : entries.items())
     header[name] = entry;
+  header["__metadata__"][kHeaderChecksumKey] =
+      header_checksum(nlohmann::json::parse(header.dump()));
   std::string json = header.dump();
   json.append((8 - json.size() % 8) % 8, ' ');
   std::string out(8, '\0');
@@ -126,10 +247,13 @@ NamedTensors decode_safetensors(const std::string& bytes, const std::string& sou
     bad(source, std::string("header is not valid JSON (") + e.what() + ")");
   }
   if (!header.is_object()) bad(source, "header is not a JSON object");
+  check_header_checksum(header, source);
   const char* data = bytes.data() + 8 + header_len;
   const uint64_t data_size = bytes.size() - 8 - header_len;
   NamedTensors result;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  // Every entry is validated, and the ranges checked for overlap, before any tensor is
+  // allocated: a header that lies about offsets costs nothing.
+  std::vector<Entry> entries;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       if (!entry.is_object()) bad(source, "__metadata__ is not an object");
@@ -139,76 +263,18 @@ NamedTensors decode_safetensors(const std::string& bytes, const std::string& sou
       }
       continue;
     }
-    const std::string where = "tensor '" + name + "'";
-    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
-        !entry.contains("data_offsets")) {
-      bad(source, where + " lacks dtype, shape or data_offsets");
-    }
-    const auto& dtype_json = entry["dtype"];
-    const auto& shape_json = entry["shape"];
-    const auto& offsets_json = entry["data_offsets"];
-    if (!dtype_json.is_string() || !shape_json.is_array() || !offsets_json.is_array() ||
-        offsets_json.size() != 2 || !offsets_json[0].is_number_unsigned() ||
-        !offsets_json[1].is_number_unsigned()) {
-      bad(source, where + " has a malformed dtype, shape or data_offsets");
-    }
-    const std::string dtype = dtype_json.get<std::string>();
-    size_t element = 0;
-    if (dtype == "F32")
-      element = 4;
-    else if (dtype == "F16" || dtype == "BF16")
-      element = 2;
-    else if (dtype == "F64")
-      element = 8;
-    else
-      bad(source, where + " has unsupported dtype " + dtype + " (F32, F16, BF16, F64 are read)");
-    Shape shape;
-    uint64_t numel = 1;
-    for (const auto& d : shape_json) {
-      if (!d.is_number_unsigned()) bad(source, where + " has a non-integer or negative dimension");
-      const uint64_t dim = d.get<uint64_t>();
-      if (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / dim)
-        bad(source, where + " shape overflows");
-      numel *= dim;
-      shape.push_back(static_cast<int64_t>(dim));
-    }
-    const uint64_t begin = offsets_json[0].get<uint64_t>(), end = offsets_json[1].get<uint64_t>();
-    if (begin > end || end > data_size) {
-      bad(source, where + " data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) +
-                      ") outside the data section of " + std::to_string(data_size) + " bytes");
-    }
-    if (end - begin != numel * element) {
-      bad(source, where + " holds " + std::to_string(end - begin) + " bytes but shape " +
-                      shape_str(shape) + " of " + dtype + " needs " +
-                      std::to_string(numel * element));
-    }
-    ranges.emplace_back(begin, end);
-    Tensor t = Tensor::empty(shape);
-    float* out = t.data();
-    const char* src = data + begin;
-    for (uint64_t i = 0; i < numel; ++i) {
-      if (element == 4) {
-        std::memcpy(out + i, src + 4 * i, 4);
-      } else if (element == 8) {
-        double v;
-        std::memcpy(&v, src + 8 * i, 8);
-        out[i] = static_cast<float>(v);
-      } else {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        if (dtype == "F16") {
-          out[i] = half_to_float(h);
-        } else {
-          const uint32_t bits = static_cast<uint32_t>(h) << 16;
-          std::memcpy(out + i, &bits, 4);
-        }
-      }
-    }
-    result.tensors[name] = t;
+    entries.push_back(parse_entry(name, entry, data_size, source));
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i) {
-    if (ranges[i].first < ranges[i - 1].second) bad(source, "tensors overlap in the data section");
+  std::vector<const Entry*> by_offset;
+  for (const Entry& e : entries)
+    by_offset.push_back(&e);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const Entry* a, const Entry* b) { return a->begin < b->begin; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    if (by_offset[i]->begin < by_offset[i - 1]->end) {
+      bad(source, "tensors '" + by_offset[i - 1]->name + "' and '" + by_offset[i]->name +
+                      "' overlap in the data section");
+    }
   }
   const auto checksum = result.metadata.find(kChecksumKey);
   if (checksum != result.metadata.end()) {
@@ -218,6 +284,8 @@ NamedTensors decode_safetensors(const std::string& bytes, const std::string& sou
                       "): the file is corrupted");
     }
   }
+  for (const Entry& e : entries)
+    result.tensors[e.name] = to_float_tensor(e, data + e.begin);
   return result;
 }
 
