@@ -62,6 +62,7 @@ struct Settings {
   std::string cache_dir = std::string(STGNN_SOURCE_DIR) + "/data";
   bool attention_all_nodes = false;
   bool stage_norm = false;
+  std::string init = "released";
   int64_t stop_after_steps = 0;  // testing aid: behave as if interrupted after N steps
   bool fully_connected = false;
 };
@@ -148,6 +149,7 @@ nlohmann::json settings_json(const Settings& s) {
   j["cache-dir"] = s.cache_dir;
   j["attention-all-nodes"] = s.attention_all_nodes;
   j["stage-norm"] = s.stage_norm;
+  j["init"] = s.init;
   j["fully-connected"] = s.fully_connected;
   return j;
 }
@@ -163,6 +165,7 @@ RstgConfig model_config(const Settings& s) {
   c.classes = kSyncClasses;
   c.attention_over_all_nodes = s.attention_all_nodes;
   c.stage_norm = s.stage_norm;
+  c.init = s.init;
   c.fully_connected = s.fully_connected;
   return c;
 }
@@ -504,6 +507,12 @@ int main(int argc, char** argv) {
                      "LayerNorm on every space stage's output (true/false; not in the paper, "
                      "keeps gradients alive through the stacked stages)")
           ->capture_default_str();
+  app.add_option(
+         "--init", s.init,
+         "initialisation: released (Glorot weights, zero biases, as the authors' TensorFlow "
+         "code) or torch (PyTorch's defaults)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"released", "torch"}));
   app.add_flag("--attention-all-nodes", s.attention_all_nodes,
                "released-code attention: softmax over all nodes");
   app.add_flag("--fully-connected", s.fully_connected, "region graph with all node pairs");
