@@ -433,8 +433,12 @@ Batch make_batch(const SplitData& split, const std::vector<size_t>& take_ids, bo
   const int64_t dim = split.takes[take_ids[0]].views[0].size(1);
   Tensor video = Tensor::empty({video_rows, dim});
   Tensor text;
-  if (text_rows > 0) {
-    text = Tensor::empty({text_rows, split.takes[take_ids[0]].text.size(1)});
+  for (size_t t : take_ids) {
+    // Takes without captions (--skip-missing) may come first.
+    if (text_rows > 0 && split.takes[t].text.defined()) {
+      text = Tensor::empty({text_rows, split.takes[t].text.size(1)});
+      break;
+    }
   }
   std::vector<TakeGraph> graphs;
   std::vector<int64_t> node_rows, node_labels, video_labels;

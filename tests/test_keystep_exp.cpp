@@ -253,6 +253,18 @@ TEST_CASE("keystep_exp: a missing feature file names take and camera; --skip-mis
     ++skipped;
   }
   CHECK(skipped == take_segments);
+
+  // Captions: a take without its file fails, or trains without caption nodes.
+  fs::remove(set + "/features/text/" + train_uid + ".npy");
+  const std::string hetero = data_args(set) + " --model glevr-hetero --text " + set +
+                             "/features/text --epochs 1" + kRecipe;
+  const Run no_text = run(hetero + " --out " + tmp / "d", tmp / "d.log");
+  CHECK(no_text.code == 1);
+  CHECK(no_text.output.find("no caption features for take " + train_uid) != std::string::npos);
+  const Run skip_text = run(hetero + " --skip-missing --out " + tmp / "e", tmp / "e.log");
+  INFO(skip_text.output);
+  CHECK(skip_text.code == 0);
+  CHECK(skip_text.output.find("1 takes without captions") != std::string::npos);
 }
 
 TEST_CASE("keystep_exp: interrupted + --resume gives bit-identical weights; NaN exits 2") {
