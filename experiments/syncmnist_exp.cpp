@@ -45,9 +45,9 @@ struct Settings {
   int digits = 3;
   std::string variant = "all-temp-stages";
   std::string cell = "lstm";
-  std::vector<int64_t> channels = {32, 64, 128};
+  std::vector<int64_t> channels = {16, 32, 64};  // defaults = the default preset
   bool backbone_bn = true;
-  int64_t node_dim = 128;
+  int64_t node_dim = 64;
   int64_t stages = 3;
   int64_t videos_per_epoch = 6400;
   int64_t val_videos = 1000;
@@ -61,7 +61,8 @@ struct Settings {
   std::string mnist;
   std::string cache_dir = std::string(STGNN_SOURCE_DIR) + "/data";
   bool attention_all_nodes = false;
-  bool stage_norm = false;
+  bool stage_norm = true;
+  std::string init = "released";
   int64_t stop_after_steps = 0;  // testing aid: behave as if interrupted after N steps
   bool fully_connected = false;
 };
@@ -75,21 +76,36 @@ struct Preset {
 const std::vector<Preset>& presets() {
   static const std::vector<Preset> all = {
       {"default",
-       "3Sync, full RSTG (all temporal stages), small backbone; at most 15 minutes on 2 cores",
-       {{"epochs", "12"},
+       "3Sync, full RSTG (all temporal stages), 16/32/64 backbone, D = 64, LayerNorm after "
+       "each space stage; at most 15 minutes on 2 cores",
+       {{"epochs", "10"},
         {"videos-per-epoch", "6400"},
         {"batch-size", "32"},
         {"lr", "0.002"},
-        {"channels", "32,64,128"},
-        {"node-dim", "128"}}},
+        {"channels", "16,32,64"},
+        {"node-dim", "64"},
+        {"stage-norm", "true"}}},
+      {"quick",
+       "a smoke run of about a minute: tiny widths, 2 x 1600 videos, 1000 test videos",
+       {{"epochs", "2"},
+        {"videos-per-epoch", "1600"},
+        {"batch-size", "32"},
+        {"lr", "0.002"},
+        {"channels", "8,16,32"},
+        {"node-dim", "32"},
+        {"stage-norm", "true"},
+        {"val-videos", "200"},
+        {"test-videos", "1000"}}},
       {"long",
-       "3Sync, full RSTG, wider; at most 3 hours on 2 cores, aiming at the paper's 98.9%",
-       {{"epochs", "60"},
-        {"videos-per-epoch", "12800"},
+       "3Sync, full RSTG, 32/64/128 backbone, D = 128; at most 3 hours on 2 cores, aiming at "
+       "the paper's 98.9%",
+       {{"epochs", "40"},
+        {"videos-per-epoch", "9600"},
         {"batch-size", "32"},
         {"lr", "0.002"},
         {"channels", "32,64,128"},
-        {"node-dim", "128"}}},
+        {"node-dim", "128"},
+        {"stage-norm", "true"}}},
       {"paper",
        "the released configuration: 512 filters everywhere, D = 512 (days on 2 cores; see "
        "RESULTS.md)",
@@ -148,6 +164,7 @@ nlohmann::json settings_json(const Settings& s) {
   j["cache-dir"] = s.cache_dir;
   j["attention-all-nodes"] = s.attention_all_nodes;
   j["stage-norm"] = s.stage_norm;
+  j["init"] = s.init;
   j["fully-connected"] = s.fully_connected;
   return j;
 }
@@ -163,6 +180,7 @@ RstgConfig model_config(const Settings& s) {
   c.classes = kSyncClasses;
   c.attention_over_all_nodes = s.attention_all_nodes;
   c.stage_norm = s.stage_norm;
+  c.init = s.init;
   c.fully_connected = s.fully_connected;
   return c;
 }
@@ -504,6 +522,12 @@ int main(int argc, char** argv) {
                      "LayerNorm on every space stage's output (true/false; not in the paper, "
                      "keeps gradients alive through the stacked stages)")
           ->capture_default_str();
+  app.add_option(
+         "--init", s.init,
+         "initialisation: released (Glorot weights, zero biases, as the authors' TensorFlow "
+         "code) or torch (PyTorch's defaults)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"released", "torch"}));
   app.add_flag("--attention-all-nodes", s.attention_all_nodes,
                "released-code attention: softmax over all nodes");
   app.add_flag("--fully-connected", s.fully_connected, "region graph with all node pairs");

@@ -2,15 +2,18 @@
 
 #include <zip.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <unordered_map>
 #include <vector>
 
-#include "data/bytes.h"
 #include "autograd/atomic_file.h"
+#include "data/bytes.h"
 
 namespace stgnn {
 
@@ -711,6 +714,245 @@ Tensor parse_torch_tensor(const uint8_t* data, size_t size, const std::string& n
 Tensor read_torch_tensor(const std::string& path) {
   const std::vector<uint8_t> bytes = read_file_bytes(path);
   return parse_torch_tensor(bytes.data(), bytes.size(), path);
+}
+
+}  // namespace stgnn
+
+// ---------------------------------------------------------------- writer
+
+namespace stgnn {
+
+namespace {
+
+// The pickle opcodes Python's protocol-2 pickler emits for a tensor, with its memo numbering
+// (BINPUT after every memoised object, none after the empty tuple), so the stream matches the
+// one torch.save writes byte for byte.
+class PickleWriter {
+ public:
+  void proto2() {
+    out_.push_back(0x80);
+    out_.push_back(2);
+  }
+  void opcode(uint8_t op) { out_.push_back(op); }
+  void global(const std::string& module, const std::string& name) {
+    out_.push_back('c');
+    append(module + "\n" + name + "\n");
+    memoise();
+  }
+  void unicode(const std::string& text) {
+    out_.push_back('X');
+    append_le(static_cast<uint32_t>(text.size()));
+    append(text);
+    memoise();
+  }
+  // BININT1 / BININT2 / BININT / LONG1, the smallest that holds v (Python's save_long).
+  void integer(int64_t v) {
+    if (v >= 0 && v <= 0xff) {
+      out_.push_back('K');
+      out_.push_back(static_cast<uint8_t>(v));
+    } else if (v >= 0 && v <= 0xffff) {
+      out_.push_back('M');
+      append_le(static_cast<uint16_t>(v));
+    } else if (v >= INT32_MIN && v <= INT32_MAX) {
+      out_.push_back('J');
+      append_le(static_cast<int32_t>(v));
+    } else {
+      // Two's complement, little-endian, as short as the sign allows.
+      std::vector<uint8_t> bytes;
+      int64_t rest = v;
+      do {
+        bytes.push_back(static_cast<uint8_t>(rest & 0xff));
+        rest >>= 8;
+      } while (!((rest == 0 && (bytes.back() & 0x80) == 0) ||
+                 (rest == -1 && (bytes.back() & 0x80) != 0)));
+      out_.push_back(0x8a);
+      out_.push_back(static_cast<uint8_t>(bytes.size()));
+      out_.insert(out_.end(), bytes.begin(), bytes.end());
+    }
+  }
+  void int_tuple(const std::vector<int64_t>& values) {
+    if (values.empty()) {
+      out_.push_back(')');
+      return;
+    }
+    if (values.size() > 3) out_.push_back('(');
+    for (int64_t v : values)
+      integer(v);
+    out_.push_back(values.size() > 3 ? 't' : static_cast<uint8_t>(0x85 + values.size() - 1));
+    memoise();
+  }
+  void memoise() {
+    if (memo_ < 256) {
+      out_.push_back('q');
+      out_.push_back(static_cast<uint8_t>(memo_));
+    } else {
+      out_.push_back('r');
+      append_le(static_cast<uint32_t>(memo_));
+    }
+    ++memo_;
+  }
+  std::vector<uint8_t> take() { return std::move(out_); }
+
+ private:
+  void append(const std::string& s) { out_.insert(out_.end(), s.begin(), s.end()); }
+  template <typename T>
+  void append_le(T v) {
+    uint8_t b[sizeof(T)];
+    std::memcpy(b, &v, sizeof(T));
+    out_.insert(out_.end(), b, b + sizeof(T));
+  }
+  std::vector<uint8_t> out_;
+  uint32_t memo_ = 0;
+};
+
+std::vector<uint8_t> tensor_pickle(const Shape& shape) {
+  const int64_t numel = shape_numel(shape);
+  std::vector<int64_t> stride(shape.size());
+  int64_t running = 1;
+  for (size_t k = shape.size(); k-- > 0;) {
+    stride[k] = running;
+    running *= std::max<int64_t>(shape[k], 1);
+  }
+  PickleWriter p;
+  p.proto2();
+  p.global("torch._utils", "_rebuild_tensor_v2");
+  p.opcode('(');
+  p.opcode('(');
+  p.unicode("storage");
+  p.global("torch", "FloatStorage");
+  p.unicode("0");
+  p.unicode("cpu");
+  p.integer(numel);
+  p.opcode('t');
+  p.memoise();
+  p.opcode('Q');  // BINPERSID
+  p.integer(0);   // storage offset
+  p.int_tuple(shape);
+  p.int_tuple(stride);
+  p.opcode(0x89);  // NEWFALSE: requires_grad
+  p.global("collections", "OrderedDict");
+  p.opcode(')');
+  p.opcode('R');
+  p.memoise();
+  p.opcode('t');
+  p.memoise();
+  p.opcode('R');
+  p.memoise();
+  p.opcode('.');
+  return p.take();
+}
+
+std::string archive_name(const std::string& file_name) {
+  std::string stem = std::filesystem::path(file_name).stem().string();
+  const bool safe = !stem.empty() && std::all_of(stem.begin(), stem.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+  return safe ? stem : "archive";
+}
+
+// Owns a libzip archive written into a growing memory buffer.
+class ZipWriter {
+ public:
+  explicit ZipWriter(const std::string& name) : name_(name) {
+    zip_error_init(&error_);
+    source_ = zip_source_buffer_create(nullptr, 0, 0, &error_);
+    if (source_ == nullptr) fail("cannot create a memory buffer");
+    archive_ = zip_open_from_source(source_, ZIP_TRUNCATE, &error_);
+    if (archive_ == nullptr) {
+      zip_source_free(source_);
+      source_ = nullptr;
+      fail("cannot open a zip archive in memory");
+    }
+    zip_source_keep(source_);  // the bytes are read back after zip_close
+  }
+  ~ZipWriter() {
+    if (archive_ != nullptr) zip_discard(archive_);
+    if (source_ != nullptr) zip_source_free(source_);
+    zip_error_fini(&error_);
+  }
+  ZipWriter(const ZipWriter&) = delete;
+  ZipWriter& operator=(const ZipWriter&) = delete;
+
+  // A stored entry whose data starts on a 64-byte boundary of the file: torch pads the local
+  // header with an extra field 'FB' of 'Z' bytes so that storages can be memory-mapped.
+  // `bytes` must stay alive until finish().
+  void add_stored(const std::string& entry, const std::vector<uint8_t>& bytes) {
+    constexpr uint64_t kAlign = 64, kLocalHeader = 30, kExtraHeader = 4;
+    const uint64_t unpadded = offset_ + kLocalHeader + entry.size() + kExtraHeader;
+    const uint64_t pad = (kAlign - unpadded % kAlign) % kAlign;
+    zip_source_t* s = zip_source_buffer(archive_, bytes.data(), bytes.size(), 0);
+    if (s == nullptr) fail_archive("entry '" + entry + "'");
+    const zip_int64_t index = zip_file_add(archive_, entry.c_str(), s, ZIP_FL_ENC_UTF_8);
+    if (index < 0) {
+      zip_source_free(s);
+      fail_archive("entry '" + entry + "'");
+    }
+    const auto i = static_cast<zip_uint64_t>(index);
+    const std::vector<uint8_t> padding(pad, 'Z');
+    if (zip_set_file_compression(archive_, i, ZIP_CM_STORE, 0) != 0 ||
+        zip_file_set_mtime(archive_, i, kFixedTime, 0) != 0 ||
+        zip_file_extra_field_set(archive_, i, kPaddingField, ZIP_EXTRA_FIELD_NEW, padding.data(),
+                                 static_cast<zip_uint16_t>(pad), ZIP_FL_LOCAL) < 0) {
+      fail_archive("entry '" + entry + "'");
+    }
+    offset_ = unpadded + pad + bytes.size();
+  }
+
+  std::vector<uint8_t> finish() {
+    if (zip_close(archive_) != 0) fail_archive("closing the archive");
+    archive_ = nullptr;
+    std::vector<uint8_t> out;
+    if (zip_source_open(source_) != 0) fail("cannot reopen the memory buffer");
+    zip_source_seek(source_, 0, SEEK_END);
+    const zip_int64_t size = zip_source_tell(source_);
+    zip_source_seek(source_, 0, SEEK_SET);
+    if (size < 0) {
+      zip_source_close(source_);
+      fail("cannot size the memory buffer");
+    }
+    out.resize(static_cast<size_t>(size));
+    const zip_int64_t got = zip_source_read(source_, out.data(), out.size());
+    zip_source_close(source_);
+    if (got != size) fail("short read of the memory buffer");
+    return out;
+  }
+
+ private:
+  static constexpr zip_uint16_t kPaddingField = 0x4246;  // "FB" little-endian
+  static constexpr time_t kFixedTime = 315532800;        // 1980-01-01, the DOS epoch
+  [[noreturn]] void fail(const std::string& what) {
+    throw IoError("torch '" + name_ + "': " + what + ": " + zip_error_strerror(&error_));
+  }
+  [[noreturn]] void fail_archive(const std::string& what) {
+    throw IoError("torch '" + name_ + "': " + what + ": " + zip_strerror(archive_));
+  }
+  std::string name_;
+  zip_error_t error_;
+  zip_source_t* source_ = nullptr;
+  zip_t* archive_ = nullptr;
+  uint64_t offset_ = 0;
+};
+
+}  // namespace
+
+std::vector<uint8_t> torch_tensor_bytes(const Tensor& tensor, const std::string& file_name) {
+  if (!tensor.defined())
+    throw ValueError("write_torch_tensor '" + file_name + "': undefined tensor");
+  const std::string prefix = archive_name(file_name);
+  const std::vector<uint8_t> pickle = tensor_pickle(tensor.shape());
+  std::vector<uint8_t> storage(static_cast<size_t>(tensor.numel()) * sizeof(float));
+  if (!storage.empty()) std::memcpy(storage.data(), tensor.data(), storage.size());
+  const std::vector<uint8_t> version = {'3', '\n'};
+  ZipWriter zip(file_name);
+  zip.add_stored(prefix + "/data.pkl", pickle);
+  zip.add_stored(prefix + "/data/0", storage);
+  zip.add_stored(prefix + "/version", version);
+  return zip.finish();
+}
+
+void write_torch_tensor(const std::string& path, const Tensor& tensor) {
+  const std::vector<uint8_t> bytes = torch_tensor_bytes(tensor, path);
+  write_file_atomic(path, {ByteSpan{bytes.data(), bytes.size()}});
 }
 
 }  // namespace stgnn

@@ -1,4 +1,5 @@
-// Reader for tensors saved with torch.save (PyTorch >= 1.6 zip format), without Python.
+// Reader and writer for tensors saved with torch.save (PyTorch >= 1.6 zip format), without
+// Python.
 //
 // A .pt file is a zip archive: `<archive>/data.pkl` is a pickle that rebuilds the object, and
 // each tensor storage is a raw little-endian blob `<archive>/data/<key>`. The pickle is run by a
@@ -24,6 +25,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "autograd/tensor.h"
 
@@ -36,5 +38,19 @@ Tensor read_torch_tensor(const std::string& path);
 
 // The same from an in-memory image of the file; `name_for_errors` replaces the path in messages.
 Tensor parse_torch_tensor(const uint8_t* data, size_t size, const std::string& name_for_errors);
+
+// Writes `tensor` (float32, any shape, 0-d included) as torch.save(tensor, path) does in torch
+// 1.13: a zip archive of stored (uncompressed) entries <stem>/data.pkl (a protocol-2 pickle
+// rebuilding the tensor through torch._utils._rebuild_tensor_v2 from persistent storage '0', a
+// torch.FloatStorage on 'cpu'), <stem>/data/0 (the raw little-endian floats, padded like torch so
+// that they start on a 64-byte boundary of the file) and <stem>/version ("3\n"); <stem> is the
+// file name without its extension ("archive" when that holds other characters than letters,
+// digits, '_', '-' and '.'). The bytes are a pure function of the tensor and the file name (fixed
+// time stamps). Written atomically (write_file_atomic). Throws IoError naming the path when it
+// cannot be written, ValueError for an undefined tensor.
+void write_torch_tensor(const std::string& path, const Tensor& tensor);
+
+// The file image write_torch_tensor writes, for a file named `file_name`.
+std::vector<uint8_t> torch_tensor_bytes(const Tensor& tensor, const std::string& file_name);
 
 }  // namespace stgnn

@@ -150,6 +150,29 @@ std::shared_ptr<RecurrentCell> make_cell(const std::string& kind, int64_t input,
   throw ValueError("RSTG: time cell '" + kind + "' (lstm or gru)");
 }
 
+// The released code's initialisation (see RstgConfig::init): Glorot-uniform weights, zero
+// biases; normalisation scales (1-D "weight") keep their 1. Recurrent weights [G*H, in] are
+// initialised per gate, as [H, in] matrices.
+void released_init(Module& model, int64_t hidden, Rng& rng) {
+  for (auto& [name, p] : model.named_parameters()) {
+    const bool is_bias = name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0;
+    if (is_bias) {
+      p.fill_(0.0f);
+      continue;
+    }
+    if (p.dim() < 2) continue;
+    const bool recurrent =
+        name.find("weight_ih") != std::string::npos || name.find("weight_hh") != std::string::npos;
+    int64_t receptive = 1;
+    for (int64_t k = 2; k < p.dim(); ++k)
+      receptive *= p.size(k);
+    const int64_t fan_in = p.size(1) * receptive;
+    const int64_t fan_out = (recurrent ? hidden : p.size(0)) * receptive;
+    const float bound = std::sqrt(6.0f / static_cast<float>(fan_in + fan_out));
+    p.copy_from(rand_uniform(p.shape(), rng, -bound, bound));
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- SpaceStage
@@ -191,6 +214,9 @@ Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const Graph
 // ---------------------------------------------------------------- Rstg
 
 Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
+  if (config.init != "released" && config.init != "torch") {
+    throw ValueError("RSTG: init '" + config.init + "' (released or torch)");
+  }
   if (config.backbone_channels.empty())
     throw ValueError("RSTG: backbone needs at least one conv block");
   const int64_t map = rstg_map_size(config);
@@ -210,6 +236,7 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
     final_cell_ = register_module("final_time", make_cell(config.cell, in, d, rng));
     classifier_ =
         register_module("classifier", std::make_shared<Linear>(d, config.classes, true, rng));
+    if (config.init == "released") released_init(*this, d, rng);
     return;
   }
   for (int64_t g : config.grids) {
@@ -236,6 +263,7 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
   }
   classifier_ =
       register_module("classifier", std::make_shared<Linear>(d, config.classes, true, rng));
+  if (config.init == "released") released_init(*this, d, rng);
 }
 
 Tensor Rstg::backbone_forward(const Tensor& frames) {
@@ -292,82 +320,57 @@ Tensor Rstg::forward(const Tensor& video) {
     Tensor per_frame = v == RstgVariant::kMeanLstm ? mean(map.reshape({b * t, f, hw}), 2)
                                                    : map.reshape({b * t, f * hw});
     Tensor sequence = permute(per_frame.reshape({b, t, -1}), {1, 0, 2});  // [T, B, F']
-    Tensor state = final_cell_->initial_state(b);
-    std::vector<Tensor> outputs;
-    for (int64_t s = 0; s < t; ++s) {
-      state = final_cell_->step(slice(sequence, 0, s, s + 1).reshape({b, -1}), state);
-      outputs.push_back(final_cell_->hidden(state));
-    }
-    Tensor pooled = mean(concat(outputs, 0).reshape({t, b, -1}), 0);
-    return classifier_->forward(pooled);
+    return classifier_->forward(mean(final_cell_->sequence(sequence, Tensor()).output, 0));
   }
 
+  // Stage-major order. The per-frame recurrence of the paper's algorithm (for each frame, for
+  // each stage k: time stage k then space stage k) computes the same numbers as running each
+  // time stage over the whole sequence before the next space stage, because stage k at frame
+  // t reads only stage k-1 at frame t and stage k at frame t-1. Stage-major (as the released
+  // code runs it) turns 10 x K small ops into K sequence ops (one input-projection GEMM for all
+  // frames) and space stages over every frame of the batch at once.
   const int64_t n = static_cast<int64_t>(cells_.size()), d = config_.node_dim;
-  // Nodes laid out [T, B, n] so that one frame's nodes are a contiguous [B*n, D] block.
-  Tensor nodes =
+  // Nodes laid out [T, B, n]: frame s of the batch is the contiguous block s * B * n.
+  Tensor x =
       permute(nodes_from_map(map).reshape({b, t, n, d}), {1, 0, 2, 3}).reshape({t * b * n, d});
-  if (cached_batch_ != b) {
-    batch_graph_ = replicate(frame_graph_, b);
-    spacetime_graph_ = Graph();
+  if (cached_batch_ != b || cached_frames_ != t) {
+    frames_graph_ = replicate(frame_graph_, t * b);
+    spacetime_graph_ =
+        v == RstgVariant::kHomogeneous ? spacetime_graph(frame_graph_, t, b) : Graph();
     cached_batch_ = b;
+    cached_frames_ = t;
   }
-  Tensor frame_positions;
+  Tensor positions;
   if (positions_.defined()) {
-    std::vector<int64_t> idx(static_cast<size_t>(b * n));
-    for (int64_t i = 0; i < b * n; ++i)
+    std::vector<int64_t> idx(static_cast<size_t>(t * b * n));
+    for (int64_t i = 0; i < t * b * n; ++i)
       idx[static_cast<size_t>(i)] = i % n;
-    frame_positions = index_select(positions_, IndexTensor(idx));
+    positions = index_select(positions_, IndexTensor(idx));
   }
-  const auto frame_nodes = [&](const Tensor& all, int64_t s) {
-    return slice(all, 0, s * b * n, (s + 1) * b * n);
+  // A time stage over the whole sequence: [T*B*n, D] -> [T*B*n, H], each stage from zeros.
+  const auto time_stage = [&](RecurrentCell& cell, const Tensor& in) {
+    return cell.sequence(in.reshape({t, b * n, d}), Tensor()).output.reshape({t * b * n, d});
   };
-  std::vector<Tensor> outputs;  // per frame [B*n, D]
-
-  if (v == RstgVariant::kSpaceOnly || v == RstgVariant::kOneTempStage ||
-      v == RstgVariant::kHomogeneous) {
-    // No recurrence between space stages: every frame at once.
-    const Graph* graph = &batch_graph_;
-    Graph all_frames;
-    if (v == RstgVariant::kHomogeneous) {
-      if (spacetime_graph_.num_nodes() != t * b * n)
-        spacetime_graph_ = spacetime_graph(frame_graph_, t, b);
-      graph = &spacetime_graph_;
-    } else {
-      all_frames = replicate(frame_graph_, t * b);
-      graph = &all_frames;
-    }
-    Tensor x = nodes;
-    for (int64_t k = 0; k < config_.stages; ++k)
-      x = space(x, *graph, Tensor(), 0, k, t, b);
-    if (v == RstgVariant::kOneTempStage) {
-      Tensor state = final_cell_->initial_state(b * n);
-      for (int64_t s = 0; s < t; ++s) {
-        state = final_cell_->step(frame_nodes(x, s), state);
-        outputs.push_back(final_cell_->hidden(state));
-      }
-    } else {
-      for (int64_t s = 0; s < t; ++s)
-        outputs.push_back(frame_nodes(x, s));
-    }
-  } else {
-    // Time-only, all-temp-stages, positional: frames in order, one hidden state per stage.
-    std::vector<Tensor> states;
-    for (int64_t k = 0; k < config_.stages; ++k)
-      states.push_back(time_cell_->initial_state(b * n));
-    Tensor final_state = final_cell_->initial_state(b * n);
-    for (int64_t s = 0; s < t; ++s) {
-      Tensor x = frame_nodes(nodes, s);
-      for (int64_t k = 0; k < config_.stages; ++k) {
-        states[static_cast<size_t>(k)] = time_cell_->step(x, states[static_cast<size_t>(k)]);
-        x = time_cell_->hidden(states[static_cast<size_t>(k)]);
-        if (v != RstgVariant::kTimeOnly) x = space(x, batch_graph_, frame_positions, s, k);
-      }
-      final_state = final_cell_->step(x, final_state);
-      outputs.push_back(final_cell_->hidden(final_state));
+  for (int64_t k = 0; k < config_.stages; ++k) {
+    switch (v) {
+      case RstgVariant::kSpaceOnly:
+      case RstgVariant::kOneTempStage:
+        x = space(x, frames_graph_, Tensor(), 0, k, t, b);
+        break;
+      case RstgVariant::kHomogeneous:
+        x = space(x, spacetime_graph_, Tensor(), 0, k, t, b);
+        break;
+      case RstgVariant::kTimeOnly:
+        x = time_stage(*time_cell_, x);
+        break;
+      default:  // all-temp-stages, positional
+        x = space(time_stage(*time_cell_, x), frames_graph_, positions, 0, k, t, b);
+        break;
     }
   }
+  if (final_cell_) x = time_stage(*final_cell_, x);
   // RSTG-to-vec: mean over time, sum over nodes, linear classifier.
-  Tensor over_time = mean(concat(outputs, 0).reshape({t, b, n, d}), 0);  // [B, n, D]
+  Tensor over_time = mean(x.reshape({t, b, n, d}), 0);  // [B, n, D]
   return classifier_->forward(sum(over_time, 1));
 }
 

@@ -54,6 +54,12 @@ struct RstgConfig {
   // space and time stages shrink gradients by ~10^4 between the classifier and the backbone at
   // PyTorch's default initialisation (measured), and the full model barely leaves chance.
   bool stage_norm = false;
+  // "released": every conv, linear and recurrent weight Glorot-uniform and every bias zero, as
+  // in the authors' TensorFlow code (tf.layers and CudnnLSTM defaults). "torch": PyTorch's
+  // defaults (U(-1/sqrt(fan_in), 1/sqrt(fan_in))), which shrink the signal about 2.4x per
+  // layer where Glorot keeps it near 1 (ReLU aside) - through the 15+ layers between the
+  // classifier and the backbone that is the difference between learning and not.
+  std::string init = "released";
 };
 
 // Shapes through the model, for a config (checks the backbone leaves a map of at least 1x1).
@@ -115,8 +121,9 @@ class Rstg : public Module {
   std::shared_ptr<Linear> classifier_;
   Tensor positions_;  // [nodes, 36] Gaussian maps (positional variant)
   // Batched graphs, rebuilt when the batch size changes.
-  int64_t cached_batch_ = -1;
-  Graph batch_graph_, spacetime_graph_;
+  int64_t cached_batch_ = -1, cached_frames_ = -1;
+  Graph frames_graph_;     // T * B copies of the frame graph
+  Graph spacetime_graph_;  // homogeneous variant: plus time edges
 };
 
 }  // namespace stgnn

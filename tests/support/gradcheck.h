@@ -31,8 +31,8 @@ struct GradCheckOptions {
   int64_t max_checks_per_input = 96;
   uint64_t seed = 1;
   // Whole models have many ReLU / max-pool kinks; when a difference disagrees, retry it with a
-  // quarter of the step before calling it a failure (see gradcheck.cpp). Off for single ops,
-  // whose tests keep inputs away from kinks.
+  // quarter and a hundredth of the step before calling it a failure (see gradcheck.cpp). Off
+  // for single ops, whose tests keep inputs away from kinks.
   bool retry_smaller_step = false;
   // The fraction of checked elements of each tensor that must agree. 1 for ops. A whole model
   // has thousands of ReLU / max-pool kinks behind every early parameter (BatchNorm centres
@@ -41,11 +41,14 @@ struct GradCheckOptions {
   // part of a small, cancelling total. So model-level checks ask that most elements of every
   // tensor agree: a wrong backward for a tensor misses on most of its elements.
   double min_fraction_ok = 1.0;
+  // The fraction of all checked elements (over every tensor) that must agree.
+  double min_overall_fraction_ok = 1.0;
 };
 
 struct GradCheckResult {
   bool ok = true;
   double max_abs_error = 0.0;
+  int64_t checked = 0, agreed = 0;
   std::string report;  // the first failures, "input 0 element 3: analytic 1.2 numeric 0.7"
 };
 
