@@ -10,7 +10,8 @@
 #                                  with its Archer annotations (build-tsan/)
 #   make fuzz FUZZ_SECONDS=N       every libFuzzer harness for N seconds each, one after the
 #                                  other, one process (build-fuzz/; FUZZ_TARGETS to pick some)
-#   make crash-test                the kill -9 campaign on syncmnist_exp (scripts/kill-campaign.sh)
+#   make crash-test                the kill -9 campaign on syncmnist_exp and keystep_exp, KILLS
+#                                  kills each (scripts/crash-test.sh, scripts/kill9-campaign.sh)
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
@@ -23,7 +24,7 @@ FUZZ_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 FUZZ_ARGS ?=
-KILLS ?= 20
+KILLS ?= 10
 SANITIZER_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp:print_suppressions=0
@@ -87,8 +88,7 @@ fuzz: check-deps check-sanitizer-deps
 	tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 crash-test: all
-	scripts/kill-campaign.sh --kills $(KILLS) -- $(BUILD_DIR)/syncmnist_exp --preset tiny --quiet \
-	  --threads 2
+	scripts/crash-test.sh $(BUILD_DIR) $(KILLS)
 
 clean:
 	rm -rf $(BUILD_DIR)

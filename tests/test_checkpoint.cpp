@@ -149,6 +149,15 @@ TEST_CASE("truncated and corrupted files are refused cleanly") {
   flipped[flipped.size() - 3] ^= 0x10;
   CHECK_THROWS_WITH_AS(decode_safetensors(flipped, "flip"), doctest::Contains("checksum mismatch"),
                        FormatError);
+  // Any single flipped bit, header or data, is refused: the data CRC-32 and the header CRC-32
+  // ("stgnn.header_crc32") in the metadata cover every byte but the padding, and a flipped
+  // padding byte is no longer a space, so the JSON does not parse.
+  for (size_t byte = 0; byte < good.size(); ++byte) {
+    CAPTURE(byte);
+    std::string bad = good;
+    bad[byte] = static_cast<char>(bad[byte] ^ (1 << (byte % 8)));
+    CHECK_THROWS_AS(decode_safetensors(bad, "flip"), FormatError);
+  }
   // Lying headers: huge length, offsets beyond the data, overlapping tensors, wrong sizes.
   const auto with_header = [](const std::string& json) {
     std::string h = json;
@@ -177,6 +186,19 @@ TEST_CASE("truncated and corrupted files are refused cleanly") {
                       with_header(R"({"a":{"dtype":"I8","shape":[1],"data_offsets":[0,1]}})"), "x"),
                   FormatError);
   CHECK_THROWS_AS(decode_safetensors(with_header("not json"), "x"), FormatError);
+  // A shape of 10^12 elements is refused from the header alone, before allocating.
+  CHECK_THROWS_AS(
+      decode_safetensors(
+          with_header(
+              R"({"a":{"dtype":"F32","shape":[1000000,1000000],"data_offsets":[0,4000000000000]}})"),
+          "x"),
+      FormatError);
+  CHECK_THROWS_AS(
+      decode_safetensors(
+          with_header(
+              R"({"a":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]}})"),
+          "x"),
+      FormatError);
   CHECK_THROWS_AS(
       decode_safetensors(with_header(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})"),
                          "x"),

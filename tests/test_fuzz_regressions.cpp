@@ -5,6 +5,7 @@
 // a stgnn::Error, never a crash, a sanitizer report or another exception.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "autograd/atomic_file.h"

@@ -79,7 +79,8 @@ void check_header_checksum(const nlohmann::json& header, const std::string& sour
   if (meta == header.end() || !meta->is_object()) return;
   const auto stored = meta->find(kHeaderChecksumKey);
   if (stored == meta->end()) return;
-  if (!stored->is_string()) bad(source, std::string("metadata '") + kHeaderChecksumKey + "' is not a string");
+  if (!stored->is_string())
+    bad(source, std::string("metadata '") + kHeaderChecksumKey + "' is not a string");
   const std::string actual = header_checksum(header);
   if (actual != stored->get<std::string>()) {
     bad(source, "header checksum mismatch (stored " + stored->get<std::string>() + ", computed " +

@@ -73,13 +73,12 @@ bool npm_digits(const uint8_t* data, size_t size) {
 
 bool egoexo_annotations(const uint8_t* data, size_t size) {
   const std::string text = as_text(data, size);
-  const bool segments = accepts([&] {
-    group_takes(parse_keystep_segments(text, "fuzz.json", &fixed_mapping()).segments);
-  });
+  const bool segments = accepts(
+      [&] { group_takes(parse_keystep_segments(text, "fuzz.json", &fixed_mapping()).segments); });
   const bool unmapped =
       accepts([&] { group_takes(parse_keystep_segments(text, "fuzz.json", nullptr).segments); });
-  const bool raw =
-      accepts([&] { group_takes(parse_raw_keysteps(text, "fuzz.json", fixed_mapping()).segments); });
+  const bool raw = accepts(
+      [&] { group_takes(parse_raw_keysteps(text, "fuzz.json", fixed_mapping()).segments); });
   return segments || unmapped || raw;
 }
 
