@@ -9,7 +9,9 @@
 # After each kill: every *.safetensors in the run directory must load with its CRC-32s intact
 # (scripts/check_run_dir.py) and metrics.csv must hold whole rows only. Exit 0 when every check
 # and the final comparison pass; 1 otherwise. Prints one line per kill and a summary line:
-#   campaign: kills K resumes R completed-runs C corrupt 0 identical yes
+#   campaign: kills K resumes R restarts-before-config B completed-runs C corrupt 0 identical yes
+# (B: kills before config.json existed, after which there is nothing to resume and the run
+# starts again from scratch, as a user would.)
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 kills=20
@@ -39,13 +41,15 @@ end=$(date +%s.%N)
 ref_ms=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%d", (b - a) * 1000 }')
 echo "reference run: ${ref_ms} ms ($work/reference)"
 
-done_kills=0 resumes=0 completed=0 corrupt=0 mismatched=0 attempt=0
+done_kills=0 resumes=0 restarts=0 completed=0 corrupt=0 mismatched=0 attempt=0
 run="$work/run-0"
 fresh=1
 while [ "$done_kills" -lt "$kills" ] || [ "$fresh" -eq 0 ]; do
   attempt=$((attempt + 1))
   # Killed before config.json was written: there is nothing to resume, start again.
-  if [ "$fresh" -eq 0 ] && [ ! -f "$run/config.json" ]; then rm -rf "$run"; fresh=1; fi
+  if [ "$fresh" -eq 0 ] && [ ! -f "$run/config.json" ]; then
+    rm -rf "$run"; fresh=1; restarts=$((restarts + 1))
+  fi
   if [ "$fresh" -eq 1 ]; then
     "${command[@]}" --out "$run" >>"$run.log" 2>&1 &
   else
@@ -87,6 +91,7 @@ while [ "$done_kills" -lt "$kills" ] || [ "$fresh" -eq 0 ]; do
 done
 identical=yes
 [ "$mismatched" -eq 0 ] || identical=no
-echo "campaign: kills $done_kills resumes $resumes completed-runs $completed corrupt $corrupt" \
+echo "campaign: kills $done_kills resumes $resumes restarts-before-config $restarts" \
+  "completed-runs $completed corrupt $corrupt" \
   "identical $identical (work dir $work)"
 [ "$corrupt" -eq 0 ] && [ "$mismatched" -eq 0 ]
