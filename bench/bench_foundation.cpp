@@ -28,7 +28,8 @@ void BM_SgemmPeak(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   std::vector<float> a(static_cast<size_t>(n) * n, 1.0f), b(a), c(a);
   for (auto _ : state) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
     benchmark::DoNotOptimize(c.data());
   }
   set_flops(state, 2.0 * n * n * n);
@@ -45,7 +46,8 @@ void BM_CopyBandwidth(benchmark::State& state) {
     });
     benchmark::DoNotOptimize(dst.data());
   }
-  state.counters["GBps"] = benchmark::Counter(2.0 * n * sizeof(float) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GBps"] = benchmark::Counter(2.0 * n * sizeof(float) * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_CopyBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -55,7 +57,8 @@ void BM_MatmulRawSgemm(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(a), c(a);
   for (auto _ : state) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
     benchmark::DoNotOptimize(c.data());
   }
   set_flops(state, 2.0 * n * n * n);
@@ -79,7 +82,8 @@ BENCHMARK(BM_MatmulAutograd)->Arg(256)->Arg(512)->Arg(1024)->UseRealTime();
 void BM_Conv2dForwardBackward(benchmark::State& state) {
   const int64_t n = state.range(0), c = state.range(1), o = state.range(2), s = state.range(3);
   Rng rng(1);
-  Tensor x = randn({n, c, s, s}, rng).set_requires_grad(c > 1);  // the first layer needs no input gradient
+  Tensor x =
+      randn({n, c, s, s}, rng).set_requires_grad(c > 1);  // the first layer needs no input gradient
   Tensor w = randn({o, c, 3, 3}, rng, 0.0f, 0.1f).set_requires_grad(true);
   Tensor b = Tensor::zeros({o}).set_requires_grad(true);
   const int64_t os = s - 2;
@@ -100,6 +104,7 @@ BENCHMARK(BM_Conv2dForwardBackward)
     ->Args({320, 32, 64, 31})
     ->Args({320, 64, 128, 14})
     ->Unit(benchmark::kMillisecond)
+    ->MinWarmUpTime(3.0)
     ->UseRealTime();
 // Paper widths (512) at one video (10 frames): a full batch would take minutes per iteration.
 BENCHMARK(BM_Conv2dForwardBackward)
@@ -107,6 +112,7 @@ BENCHMARK(BM_Conv2dForwardBackward)
     ->Args({10, 512, 512, 31})
     ->Args({10, 512, 512, 14})
     ->Unit(benchmark::kMillisecond)
+    ->MinWarmUpTime(3.0)
     ->UseRealTime();
 
 }  // namespace

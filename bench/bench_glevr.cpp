@@ -41,8 +41,8 @@ double peak_rss_mib() {
 
 // Rows [views * segments, kDim] of one take, view-major (ego first): a class-dependent mean plus
 // uniform noise, a pure function of (take, view, segment).
-void take_features(int64_t take, int64_t segments, int64_t views, const std::vector<int64_t>& labels,
-                   float* out) {
+void take_features(int64_t take, int64_t segments, int64_t views,
+                   const std::vector<int64_t>& labels, float* out) {
   parallel_for(views * segments, 8, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t label = labels[static_cast<size_t>(r % segments)];
@@ -99,9 +99,8 @@ void BM_GlevrEpoch(benchmark::State& state) {
       benchmark::DoNotOptimize(loss.item());
     }
   }
-  state.counters["s_per_epoch"] =
-      benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate |
-                                  benchmark::Counter::kInvert);
+  state.counters["s_per_epoch"] = benchmark::Counter(
+      1.0, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
   state.counters["segments_per_s"] = benchmark::Counter(
       static_cast<double>(takes * segments), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["peak_rss_MiB"] = peak_rss_mib();

@@ -39,3 +39,30 @@ TEST_CASE("storage is aligned and counted") {
   }
   CHECK(memory_stats().live_buffers == before.live_buffers);
 }
+
+TEST_CASE("a freed buffer is reused by a slightly different size (size classes)") {
+  release_cached_buffers();
+  const int64_t n = 300007;  // 1.2 MB: above the 64 KiB threshold, off any size-class boundary
+  const float* first = nullptr;
+  {
+    Tensor a = Tensor::empty({n});
+    first = a.data();
+  }
+  const int64_t cached = memory_stats().cached_bytes;
+  CHECK(cached >= n * 4);
+  CHECK(cached <= n * 4 + n * 4 / 8 + 64);  // at most 12.5% slack
+  {
+    // A batch one row longer or shorter lands in the same class and takes the cached buffer.
+    Tensor b = Tensor::empty({n + 100});
+    CHECK(b.data() == first);
+    CHECK(memory_stats().cached_bytes == 0);
+  }
+  {
+    Tensor c = Tensor::empty({n - 100});
+    CHECK(c.data() == first);
+  }
+  // Twice the size is another class: a fresh buffer.
+  Tensor d = Tensor::empty({2 * n});
+  CHECK(d.data() != first);
+  release_cached_buffers();
+}

@@ -244,7 +244,7 @@ if __name__ == "__main__":
     b.add_argument("--cell", default="lstm")
     b.add_argument("--batch", type=int, default=32)
     b.add_argument("--steps", type=int, default=5)
-    b.add_argument("--warmup", type=int, default=1)
+    b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--stage-norm", type=int, default=1, help="LayerNorm after each space stage (default preset: 1)")
     f = sub.add_parser("fixture")
