@@ -1,6 +1,7 @@
 #include "fuzz/targets.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 
