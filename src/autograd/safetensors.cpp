@@ -78,7 +78,22 @@ void check_header_checksum(const nlohmann::json& header, const std::string& sour
   const auto meta = header.find("__metadata__");
   if (meta == header.end() || !meta->is_object()) return;
   const auto stored = meta->find(kHeaderChecksumKey);
-  if (stored == meta->end()) return;
+  if (stored == meta->end()) {
+    // Files of other writers and of stgnn before the header checksum carry none and are read
+    // unchecked; but a key one flipped bit away from it is our checksum's name, damaged.
+    const std::string key = kHeaderChecksumKey;
+    for (const auto& [name, value] : meta->items()) {
+      if (name.size() != key.size()) continue;
+      int differing_bits = 0;
+      for (size_t i = 0; i < key.size(); ++i)
+        differing_bits += __builtin_popcount(static_cast<unsigned char>(name[i] ^ key[i]));
+      if (differing_bits == 1) {
+        bad(source, "metadata key '" + name + "' is '" + key +
+                        "' with a bit flipped: the file is " + "corrupted");
+      }
+    }
+    return;
+  }
   if (!stored->is_string())
     bad(source, std::string("metadata '") + kHeaderChecksumKey + "' is not a string");
   const std::string actual = header_checksum(header);
@@ -240,6 +255,10 @@ NamedTensors decode_safetensors(const std::string& bytes, const std::string& sou
     bad(source, "header length " + std::to_string(header_len) + " exceeds the file (" +
                     std::to_string(bytes.size()) + " bytes)");
   }
+  // nlohmann::json stops at a NUL byte as at the end of the input, so a NUL in the padding
+  // (a space with one bit flipped) would pass unseen; JSON text never holds one.
+  if (std::memchr(bytes.data() + 8, '\0', static_cast<size_t>(header_len)) != nullptr)
+    bad(source, "header holds a NUL byte");
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(bytes.begin() + 8,
