@@ -1211,6 +1211,9 @@ int main(int argc, char** argv) {
   s.common.weight_decay = 0.01;
   add_common_flags(app, s.common);
   app.get_option("--batch-size")->description("takes per batch (one graph each)");
+  app.get_option("--eval")->description(
+      "evaluate this checkpoint only (no training; settings from the config.json beside it "
+      "unless --config); predictions go to a new run directory unless --out");
   app.add_option("--annotations", s.annotations,
                  "directory with keystep_segment_{train,val,test_unannotated}.json and "
                  "label_mapping.csv (or its keystep_benchmark/ parent)");

@@ -107,9 +107,9 @@ TEST_CASE("keystep_exp: --help, bad flags and inconsistent options exit as cli.m
   TempDir tmp;
   const Run help = run("--help", tmp / "help.log");
   CHECK(help.code == 0);
-  for (const char* flag :
-       {"--annotations", "--features", "--exo", "--text", "--model", "--skip-missing", "--tau",
-        "--resume", "--eval", "--make-synthetic", "--captions-at-test", "--seed", "--epochs"}) {
+  for (const char* flag : {"--annotations", "--features", "--exo", "--text", "--model",
+                           "--skip-missing", "--tau", "--resume", "--eval", "--make-synthetic",
+                           "--captions-at-test", "--seed", "--epochs", "--plot-take"}) {
     CHECK(help.output.find(flag) != std::string::npos);
   }
   CHECK(help.output.find("stop-after-steps") == std::string::npos);  // hidden debugging flag
