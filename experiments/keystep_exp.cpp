@@ -16,12 +16,14 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "autograd/atomic_file.h"
 #include "autograd/parallel.h"
 #include "common/cli.h"
 #include "common/interrupt.h"
+#include "common/pictures.h"
 #include "common/progress.h"
 #include "common/run_dir.h"
 #include "data/egoexo.h"
@@ -1057,6 +1059,113 @@ Data load_data(const Settings& s) {
   return data;
 }
 
+// --plot-take: one take (of any split, by take_uid or take_name) predicted by the checkpoint on
+// its evaluation graph (ego only, as the challenge rule says), drawn as a truth / predicted
+// timeline into <run dir>/timeline_<take_uid>.png, with the numbers in a .csv beside it.
+int plot_take(const Settings& s, const std::string& wanted) {
+  const std::string mapping_file = annotation_file(s.annotations, "label_mapping.csv");
+  if (mapping_file.empty()) {
+    throw IoError("--annotations '" + s.annotations + "': no label_mapping.csv there");
+  }
+  const LabelMapping mapping = read_label_mapping(mapping_file);
+  std::optional<Take> found;
+  std::string split_name, split_path, searched;
+  const char* const names[3] = {"train", "val", "test"};
+  for (int k = 0; k < 3 && !found; ++k) {
+    const std::string path = annotation_file(s.annotations, kSplitFiles[k]);
+    if (path.empty()) continue;
+    searched += (searched.empty() ? "" : ", ") + path;
+    for (Take& take : group_takes(read_keystep_segments(path, &mapping).segments)) {
+      if (take.take_uid == wanted || take.take_name == wanted) {
+        found = std::move(take);
+        split_name = names[k];
+        split_path = path;
+        break;
+      }
+    }
+  }
+  if (!found) {
+    throw ValueError("--plot-take: no take '" + wanted + "' (by take_uid or take_name) in " +
+                     (searched.empty() ? "--annotations '" + s.annotations + "'" : searched));
+  }
+  const FeatureIndex video(s.features);
+  std::unique_ptr<FeatureIndex> text;
+  if (!s.text.empty()) text = std::make_unique<FeatureIndex>(s.text);
+  LoadOptions o;
+  o.skip_missing = s.skip_missing;
+  o.text = text != nullptr;  // the caption width sizes the model, even when unused at test
+  o.timing.fps = s.fps;
+  o.timing.window = s.window;
+  o.timing.stride = s.stride;
+  SplitData split;
+  split.name = split_name;
+  split.path = split_path;
+  TakeData take = load_take(*found, video, text.get(), o, split.skipped, split.counts);
+  if (take.size() == 0) {
+    throw ValueError("--plot-take: take '" + wanted + "' has no segment with features");
+  }
+  const int64_t video_dim = take.views[0].size(1);
+  const int64_t text_dim = take.text.defined() ? take.text.size(1) : 0;
+  split.takes.push_back(std::move(take));
+
+  Rng rng(s.common.seed);
+  KeystepModel model = make_model(s, video_dim, text_dim, mapping.num_classes(), rng);
+  load_checkpoint(s.common.eval, model.module(), nullptr);
+  const SplitEval eval = evaluate(model, split, s);
+
+  KeystepTimeline timeline;
+  for (const LabelEntry& e : mapping.entries) {
+    timeline.label_names.push_back(e.step_name +
+                                   (e.scenario_name.empty() ? "" : " (" + e.scenario_name + ")"));
+  }
+  std::ostringstream csv;
+  csv << "ego_segment_name,start_time,end_time,label_id,predicted,probability\n";
+  for (const KeystepSegment& seg : found->segments) {
+    const auto p = eval.by_index.find(seg.index);
+    TimelineSegment t;
+    t.start = seg.start_time;
+    t.end = seg.end_time;
+    t.truth = seg.label;
+    if (p != eval.by_index.end()) {
+      t.predicted = p->second.top5[0].first;
+      t.probability = p->second.top5[0].second;
+    }
+    timeline.segments.push_back(t);
+    char row[96];
+    std::snprintf(row, sizeof(row), ",%.5f,%.5f,%s,%s,%.6g\n", t.start, t.end,
+                  t.truth >= 0 ? std::to_string(t.truth).c_str() : "",
+                  t.predicted >= 0 ? std::to_string(t.predicted).c_str() : "", t.probability);
+    csv << csv_field(seg.ego_segment_name) << row;
+  }
+  char summary[160];
+  if (eval.labelled > 0) {
+    std::snprintf(summary, sizeof(summary), "top-1 %lld/%lld (%.1f%%)",
+                  static_cast<long long>(eval.correct1), static_cast<long long>(eval.labelled),
+                  100 * eval.top1());
+  } else {
+    std::snprintf(summary, sizeof(summary), "unannotated");
+  }
+  timeline.title = "take " + found->take_name + " (" + found->take_uid + "), " + split_name +
+                   " split, " + std::to_string(timeline.segments.size()) + " segments, " + summary +
+                   " | " + s.model + " " + s.common.eval + " | graph: ego" +
+                   (s.captions_at_test ? " + captions" : "");
+  const Canvas canvas = keystep_timeline(timeline);
+
+  RunDirectory run(s.common.out.empty() ? RunDirectory::default_path(kProgram) : s.common.out);
+  nlohmann::json config = settings_json(s);
+  config["program"] = kProgram;
+  config["git_commit"] = STGNN_GIT_COMMIT;
+  config["evaluated_checkpoint"] = s.common.eval;
+  config["plot-take"] = wanted;
+  run.write_config(config);
+  const std::string stem = "timeline_" + found->take_uid;
+  write_png(run.file(stem + ".png"), canvas);
+  run.write_text(stem + ".csv", csv.str());
+  std::printf("timeline: %s (%d x %d; %s), numbers in %s\n", run.file(stem + ".png").c_str(),
+              canvas.w, canvas.h, summary, run.file(stem + ".csv").c_str());
+  return kExitOk;
+}
+
 void validate(const Settings& s) {
   if (s.model != "glevr" && s.model != "glevr-hetero" && s.model != "mlp") {
     throw ValueError("--model: '" + s.model + "' (glevr, glevr-hetero or mlp)");
@@ -1102,6 +1211,9 @@ int main(int argc, char** argv) {
   s.common.weight_decay = 0.01;
   add_common_flags(app, s.common);
   app.get_option("--batch-size")->description("takes per batch (one graph each)");
+  app.get_option("--eval")->description(
+      "evaluate this checkpoint only (no training; settings from the config.json beside it "
+      "unless --config); predictions go to a new run directory unless --out");
   app.add_option("--annotations", s.annotations,
                  "directory with keystep_segment_{train,val,test_unannotated}.json and "
                  "label_mapping.csv (or its keystep_benchmark/ parent)");
@@ -1152,16 +1264,30 @@ int main(int argc, char** argv) {
                  "steps_per_scenario, train_takes, val_takes, test_takes, min_segments, "
                  "max_segments, dim, text_dim, exo_views, class_signal, take_shift, ... "
                  "(see src/data/keystep_synthetic.h)");
+  std::string plot_take_id;
+  app.add_option("--plot-take", plot_take_id,
+                 "with --eval CKPT: draw take TAKE (take_uid or take_name, any split) as a "
+                 "timeline of true vs predicted keysteps into <run dir>/timeline_<take_uid>.png "
+                 "(+ .csv) and exit");
   app.add_option("--stop-after-steps", s.stop_after_steps,
                  "debugging: stop as if interrupted after N training steps")
       ->group("");
 
-  // --resume DIR reads DIR/config.json for every flag not given on the command line.
+  // --resume DIR reads DIR/config.json, and --eval CKPT the config.json beside CKPT when there
+  // is one, for every flag not given on the command line.
   std::vector<std::string> args(argv + 1, argv + argc);
   for (size_t i = 0; i + 1 < args.size(); ++i) {
-    if (args[i] == "--resume" && std::find(args.begin(), args.end(), "--config") == args.end()) {
+    if (std::find(args.begin(), args.end(), "--config") != args.end()) break;
+    if (args[i] == "--resume") {
       args.push_back("--config");
       args.push_back(args[i + 1] + "/config.json");
+      break;
+    }
+    const std::filesystem::path beside =
+        std::filesystem::path(args[i + 1]).parent_path() / "config.json";
+    if (args[i] == "--eval" && std::filesystem::exists(beside)) {
+      args.push_back("--config");
+      args.push_back(beside.string());
       break;
     }
   }
@@ -1172,6 +1298,10 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? kExitOk : kExitBadInput;
   }
+
+  // Evaluation and pictures write a new run directory unless --out is typed: the "out" of a
+  // training run's config.json must not be overwritten.
+  if (!s.common.eval.empty() && !given_on_command_line(argc, argv, "--out")) s.common.out.clear();
 
   try {
     if (!make_synthetic_dir.empty()) {
@@ -1199,15 +1329,15 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s", loud);
     }
     std::printf("threads: %d\n", threads);
+    if (!plot_take_id.empty()) {
+      if (s.common.eval.empty()) {
+        throw ValueError("--plot-take needs a checkpoint: --eval RUN/best.safetensors");
+      }
+      return plot_take(s, plot_take_id);
+    }
     const Data data = load_data(s);
 
     if (!s.common.eval.empty()) {
-      const std::string config_path =
-          std::filesystem::path(s.common.eval).parent_path().string() + "/config.json";
-      if (std::filesystem::exists(config_path) && app.get_option("--config")->count() == 0) {
-        throw ValueError("--eval: pass --config " + config_path +
-                         " so the model matches the checkpoint");
-      }
       Rng rng(s.common.seed);
       KeystepModel model =
           make_model(s, data.video_dim, data.text_dim, data.mapping.num_classes(), rng);

@@ -14,8 +14,11 @@
 
 #include "autograd/atomic_file.h"
 #include "autograd/safetensors.h"
+#include "common/pictures.h"
+#include "video/image_io.h"
 
 using namespace stgnn;
+using namespace stgnn::experiments;
 namespace fs = std::filesystem;
 
 namespace {
@@ -104,9 +107,9 @@ TEST_CASE("keystep_exp: --help, bad flags and inconsistent options exit as cli.m
   TempDir tmp;
   const Run help = run("--help", tmp / "help.log");
   CHECK(help.code == 0);
-  for (const char* flag :
-       {"--annotations", "--features", "--exo", "--text", "--model", "--skip-missing", "--tau",
-        "--resume", "--eval", "--make-synthetic", "--captions-at-test", "--seed", "--epochs"}) {
+  for (const char* flag : {"--annotations", "--features", "--exo", "--text", "--model",
+                           "--skip-missing", "--tau", "--resume", "--eval", "--make-synthetic",
+                           "--captions-at-test", "--seed", "--epochs", "--plot-take"}) {
     CHECK(help.output.find(flag) != std::string::npos);
   }
   CHECK(help.output.find("stop-after-steps") == std::string::npos);  // hidden debugging flag
@@ -185,6 +188,59 @@ TEST_CASE("keystep_exp: GLEVR learns; predictions join back onto the JSON in inp
   INFO(e.output);
   REQUIRE(e.code == 0);
   CHECK(read_file(tmp / "eval/predictions_test.csv") == read_file(out + "/predictions_test.csv"));
+
+  // --plot-take: a val take's timeline (config.json found beside the checkpoint), the same
+  // predictions as predictions_val.json, both strips drawn in the labels' colours.
+  const std::string uid = val["segments"][0]["take_uid"];
+  const Run plot = run("--plot-take " + uid + " --eval " + out + "/best.safetensors --out " +
+                           tmp / "plot" + " --threads 1",
+                       tmp / "plot.log");
+  INFO(plot.output);
+  REQUIRE(plot.code == 0);
+  CHECK(!fs::exists(out + "/timeline_" + uid + ".png"));  // the training run is left alone
+  std::map<std::string, int64_t> predicted;
+  for (const nlohmann::json& p : val["segments"])
+    predicted[p["ego_segment_name"]] = p["label_id"];
+  KeystepTimeline timeline;
+  for (const std::string& line : csv_lines(tmp / ("plot/timeline_" + uid + ".csv"))) {
+    if (line.rfind("ego_segment_name", 0) == 0) continue;
+    std::vector<std::string> f;
+    std::istringstream fields(line);
+    for (std::string item; std::getline(fields, item, ',');)
+      f.push_back(item);
+    REQUIRE(f.size() == 6);
+    CHECK(predicted.at(f[0]) == std::stoll(f[4]));
+    timeline.segments.push_back(
+        {std::stod(f[1]), std::stod(f[2]), std::stoll(f[3]), std::stoll(f[4]), std::stof(f[5])});
+  }
+  REQUIRE(!timeline.segments.empty());
+  const TimelineLayout layout = keystep_timeline_layout(timeline);
+  const ImageU8 png = read_image_u8(tmp / ("plot/timeline_" + uid + ".png"), 3);
+  CHECK(png.width == layout.width);
+  CHECK(png.height == layout.height);
+  for (const TimelineSegment& seg : timeline.segments) {
+    const int x = layout.x0 + static_cast<int>(((seg.start + seg.end) / 2 - layout.t0) /
+                                               (layout.t1 - layout.t0) * (layout.x1 - layout.x0));
+    for (const auto& [y, label] :
+         {std::pair{layout.truth_y, seg.truth}, {layout.predicted_y, seg.predicted}}) {
+      const size_t i =
+          (static_cast<size_t>(y + layout.strip_height * 3 / 4) * static_cast<size_t>(png.width) +
+           static_cast<size_t>(x)) *
+          3;
+      const Color c = keystep_label_color(label);
+      CHECK(png.pixels[i] == c.r);
+      CHECK(png.pixels[i + 1] == c.g);
+      CHECK(png.pixels[i + 2] == c.b);
+    }
+  }
+  const Run unknown =
+      run("--plot-take no-such-take --eval " + out + "/best.safetensors --out " + tmp / "p2",
+          tmp / "unknown.log");
+  CHECK(unknown.code == 1);
+  CHECK(unknown.output.find("no take 'no-such-take'") != std::string::npos);
+  const Run no_model = run(data_args(set) + " --plot-take " + uid, tmp / "nomodel.log");
+  CHECK(no_model.code == 1);
+  CHECK(no_model.output.find("--plot-take needs a checkpoint") != std::string::npos);
 }
 
 TEST_CASE("keystep_exp: exo views in training, captions at test (said loudly), the MLP") {

@@ -289,3 +289,60 @@ TEST_CASE("curves.svg: escaped title, markers, round ticks") {
   const std::string one = render_curves_svg({rows[0]}, "x");
   CHECK(one.find("<circle") != std::string::npos);
 }
+
+TEST_CASE("keystep timeline: documented size, truth and predicted strips by label, legend") {
+  KeystepTimeline t;
+  t.title = "take demo";
+  t.label_names = {"Stir the mixture", "Add the tube, then check it", "Cut the wheel"};
+  // Out of temporal order on purpose; a gap between 4 s and 5 s; one unannotated segment.
+  t.segments = {{5.0, 9.0, 2, 1, 0.6f}, {0.0, 4.0, 0, 0, 0.9f}, {9.0, 10.0, -1, 2, 0.4f}};
+  const TimelineLayout l = keystep_timeline_layout(t, 1200);
+  CHECK(l.width == 1200);
+  CHECK(l.legend_columns == 3);
+  CHECK(l.legend == std::vector<int64_t>{0, 1, 2});
+  CHECK(l.height == 166 + 16 * 1);
+  CHECK(l.t0 == 0.0);
+  CHECK(l.t1 == 10.0);
+  CHECK(l.predicted_y >= l.truth_y + l.strip_height);
+
+  TempDir dir("timeline");
+  write_png(dir / "t.png", keystep_timeline(t, 1200));
+  const ImageU8 image = read_image_u8(dir / "t.png", 3);
+  REQUIRE(image.width == l.width);
+  REQUIRE(image.height == l.height);
+  const auto at = [&](int x, int y) {
+    const size_t i =
+        (static_cast<size_t>(y) * static_cast<size_t>(image.width) + static_cast<size_t>(x)) * 3;
+    return Color{image.pixels[i], image.pixels[i + 1], image.pixels[i + 2]};
+  };
+  const auto same = [](Color a, Color b) { return a.r == b.r && a.g == b.g && a.b == b.b; };
+  const auto column = [&](double time) {
+    return l.x0 + static_cast<int>((time - l.t0) / (l.t1 - l.t0) * (l.x1 - l.x0));
+  };
+  const int lower = l.strip_height * 3 / 4;  // the lower half holds only the label's colour
+  for (const TimelineSegment& s : t.segments) {
+    const int x = column((s.start + s.end) / 2);
+    CAPTURE(s.start);
+    CHECK(same(at(x, l.truth_y + lower), keystep_label_color(s.truth)));
+    CHECK(same(at(x, l.predicted_y + lower), keystep_label_color(s.predicted)));
+  }
+  // Right (green) on the first segment, wrong (red) on the second.
+  CHECK(at(column(2.0), l.correct_y + 2).g > 150);
+  CHECK(at(column(7.0), l.correct_y + 2).r > 200);
+  // The gap and the label colours differ; so do the three labels.
+  CHECK(!same(at(column(4.5), l.truth_y + lower), keystep_label_color(0)));
+  CHECK(!same(keystep_label_color(0), keystep_label_color(1)));
+  CHECK(!same(keystep_label_color(1), keystep_label_color(2)));
+  // Legend swatches in the label colours.
+  for (int64_t label : l.legend)
+    CHECK(has_color_near(image, keystep_label_color(label), 0));
+
+  // Many labels wrap the legend onto more rows; bad input is refused.
+  KeystepTimeline many;
+  for (int64_t k = 0; k < 10; ++k)
+    many.segments.push_back({static_cast<double>(k), k + 1.0, k, 9 - k, 0.5f});
+  CHECK(keystep_timeline_layout(many, 1200).height == 166 + 16 * 4);
+  CHECK(keystep_timeline(many, 500).h == 166 + 16 * 10);  // one column
+  CHECK_THROWS_AS(keystep_timeline(KeystepTimeline{}), ValueError);
+  CHECK_THROWS_AS(keystep_timeline(t, 100), ValueError);
+}

@@ -422,4 +422,182 @@ std::vector<std::string> save_attention_pictures(const std::string& dir, const s
   return files;
 }
 
+// ---------------------------------------------------------------- keystep timelines
+
+namespace {
+
+constexpr int kTimelineMargin = 10;
+constexpr int kTimelineLabelColumn = 80;  // "predicted" and its gap before the strips
+constexpr int kLegendColumnWidth = 300;
+constexpr int kLegendRow = 16;
+constexpr Color kNoLabel{128, 128, 128};
+constexpr Color kRight{60, 200, 60};
+constexpr Color kWrong{230, 50, 50};
+
+// A tick step of 1, 2 or 5 times a power of ten seconds giving at most about 12 ticks.
+double tick_step(double span) {
+  double step = std::pow(10.0, std::floor(std::log10(std::max(span, 1e-6) / 12.0)));
+  for (double m : {1.0, 2.0, 5.0, 10.0}) {
+    if (span / (step * m) <= 12.0) return step * m;
+  }
+  return step * 10.0;
+}
+
+std::string seconds_text(double t, double step) {
+  char buffer[32];
+  if (step >= 1.0) {
+    std::snprintf(buffer, sizeof(buffer), "%.0fs", t);
+  } else {
+    std::snprintf(buffer, sizeof(buffer), "%.*fs", step >= 0.1 ? 1 : 2, t);
+  }
+  return buffer;
+}
+
+// `text` cut (with "...") to at most `pixels` wide.
+std::string fit_text(const std::string& text, int pixels) {
+  if (text_width(text) <= pixels) return text;
+  std::string cut = text;
+  while (!cut.empty() && text_width(cut + "...") > pixels)
+    cut.pop_back();
+  return cut + "...";
+}
+
+// Black or white, whichever reads better on `c`.
+Color ink_on(Color c) {
+  return 0.299 * c.r + 0.587 * c.g + 0.114 * c.b > 140 ? Color{0, 0, 0} : Color{255, 255, 255};
+}
+
+}  // namespace
+
+Color keystep_label_color(int64_t label) {
+  if (label < 0) return kNoLabel;
+  // HSV with hue by the golden ratio; saturation and value alternate so that labels whose hues
+  // come close (ids ~ 89 apart) still differ.
+  const double h = std::fmod(0.12 + 0.6180339887 * static_cast<double>(label), 1.0) * 6.0;
+  const double s = label % 2 == 0 ? 0.75 : 0.5;
+  const double v = (label / 2) % 2 == 0 ? 0.95 : 0.78;
+  const double c = v * s, x = c * (1.0 - std::fabs(std::fmod(h, 2.0) - 1.0)), m = v - c;
+  double r = 0, g = 0, b = 0;
+  switch (static_cast<int>(h)) {
+    case 0:
+      r = c, g = x;
+      break;
+    case 1:
+      r = x, g = c;
+      break;
+    case 2:
+      g = c, b = x;
+      break;
+    case 3:
+      g = x, b = c;
+      break;
+    case 4:
+      r = x, b = c;
+      break;
+    default:
+      r = c, b = x;
+      break;
+  }
+  const auto byte = [&](double u) { return static_cast<uint8_t>(std::lround(255.0 * (u + m))); };
+  return {byte(r), byte(g), byte(b)};
+}
+
+TimelineLayout keystep_timeline_layout(const KeystepTimeline& timeline, int width) {
+  if (width < 400) {
+    throw ValueError("keystep_timeline: width " + std::to_string(width) + " < 400 pixels");
+  }
+  if (timeline.segments.empty()) throw ValueError("keystep_timeline: no segments to draw");
+  TimelineLayout l;
+  l.width = width;
+  l.t0 = timeline.segments[0].start;
+  l.t1 = timeline.segments[0].end;
+  std::vector<int64_t> labels;
+  for (const TimelineSegment& s : timeline.segments) {
+    if (!(s.end >= s.start)) {
+      throw ValueError("keystep_timeline: a segment ends (" + std::to_string(s.end) +
+                       " s) before it starts (" + std::to_string(s.start) + " s)");
+    }
+    l.t0 = std::min(l.t0, s.start);
+    l.t1 = std::max(l.t1, s.end);
+    for (int64_t label : {s.truth, s.predicted}) {
+      if (label >= 0) labels.push_back(label);
+    }
+  }
+  if (l.t1 <= l.t0) l.t1 = l.t0 + 1.0;
+  std::sort(labels.begin(), labels.end());
+  labels.erase(std::unique(labels.begin(), labels.end()), labels.end());
+  l.legend = labels;
+  l.x0 = kTimelineMargin + kTimelineLabelColumn;
+  l.x1 = width - 2 * kTimelineMargin;
+  l.strip_height = 36;
+  l.truth_y = 34;
+  l.predicted_y = l.truth_y + l.strip_height + 6;
+  l.correct_y = l.predicted_y + l.strip_height + 4;
+  l.legend_y = 150;
+  l.legend_columns = (width - 2 * kTimelineMargin) / kLegendColumnWidth;
+  const auto rows = static_cast<int>((static_cast<int64_t>(labels.size()) + l.legend_columns - 1) /
+                                     l.legend_columns);
+  l.height = l.legend_y + kLegendRow * rows + 16;
+  return l;
+}
+
+Canvas keystep_timeline(const KeystepTimeline& timeline, int width) {
+  const TimelineLayout l = keystep_timeline_layout(timeline, width);
+  Canvas canvas(l.height, l.width, kBackground);
+  canvas.draw_text(kTimelineMargin, 10, fit_text(timeline.title, width - 2 * kTimelineMargin),
+                   kText);
+  const auto column = [&](double t) {
+    return l.x0 + static_cast<int>(std::lround((t - l.t0) / (l.t1 - l.t0) * (l.x1 - l.x0)));
+  };
+  // Gaps between segments stay a shade lighter than the background.
+  for (int y : {l.truth_y, l.predicted_y})
+    canvas.fill_rect(l.x0, y, l.x1 - l.x0 + 1, l.strip_height, {48, 48, 48});
+  canvas.draw_text(kTimelineMargin, l.truth_y + 12, "truth", kText);
+  canvas.draw_text(kTimelineMargin, l.predicted_y + 12, "predicted", kText);
+  canvas.draw_text(kTimelineMargin, l.correct_y - 3, "right?", kText);
+  for (const TimelineSegment& s : timeline.segments) {
+    const int a = column(s.start), b = std::max(column(s.end), a + 1);
+    for (const auto& [y, label] : {std::pair{l.truth_y, s.truth}, {l.predicted_y, s.predicted}}) {
+      const Color color = keystep_label_color(label);
+      canvas.fill_rect(a, y, b - a, l.strip_height, color);
+      // A background column where the segment starts keeps neighbours of one label apart.
+      if (b - a >= 3) canvas.fill_rect(a, y, 1, l.strip_height, kBackground);
+      const std::string id = label >= 0 ? std::to_string(label) : "?";
+      if (text_width(id) + 4 <= b - a) canvas.draw_text(a + 3, y + 3, id, ink_on(color));
+    }
+    const Color mark = s.truth < 0 || s.predicted < 0 ? kNoLabel
+                       : s.truth == s.predicted       ? kRight
+                                                      : kWrong;
+    canvas.fill_rect(a, l.correct_y, b - a, 6, mark);
+  }
+  // Time axis under the strips.
+  const int axis_y = l.correct_y + 8;
+  canvas.fill_rect(l.x0, axis_y, l.x1 - l.x0 + 1, 1, kText);
+  const double step = tick_step(l.t1 - l.t0);
+  for (double t = std::ceil(l.t0 / step - 1e-9) * step; t <= l.t1 + 1e-9; t += step) {
+    const int x = column(t);
+    canvas.fill_rect(x, axis_y, 1, 5, kText);
+    const std::string text = seconds_text(t, step);
+    canvas.draw_text(
+        std::min(x - text_width(text) / 2, l.width - kTimelineMargin - text_width(text)),
+        axis_y + 7, text, kText);
+  }
+  // Legend: a swatch, the id and the name of every label shown.
+  for (size_t k = 0; k < l.legend.size(); ++k) {
+    const int64_t label = l.legend[k];
+    const int x = kTimelineMargin +
+                  static_cast<int>(k % static_cast<size_t>(l.legend_columns)) * kLegendColumnWidth;
+    const int y =
+        l.legend_y + static_cast<int>(k / static_cast<size_t>(l.legend_columns)) * kLegendRow;
+    canvas.fill_rect(x, y + 1, 12, 12, keystep_label_color(label));
+    std::string text = std::to_string(label);
+    if (label < static_cast<int64_t>(timeline.label_names.size()) &&
+        !timeline.label_names[static_cast<size_t>(label)].empty()) {
+      text += " " + timeline.label_names[static_cast<size_t>(label)];
+    }
+    canvas.draw_text(x + 16, y + 2, fit_text(text, kLegendColumnWidth - 24), kText);
+  }
+  return canvas;
+}
+
 }  // namespace stgnn::experiments

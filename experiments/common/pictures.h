@@ -106,4 +106,52 @@ std::vector<std::string> save_attention_pictures(const std::string& dir, const s
                                                  const AttentionPictureOptions& options,
                                                  const std::vector<std::string>& caption_lines);
 
+// ---------------------------------------------------------------- keystep timelines
+
+// One keystep segment of a take: its time span (seconds), the true label (-1: unannotated) and
+// the model's top-1 label with its probability (-1: no prediction).
+struct TimelineSegment {
+  double start = 0, end = 0;
+  int64_t truth = -1, predicted = -1;
+  float probability = 0;
+};
+
+// What keystep_timeline draws: the segments (any order) and the names of the labels, indexed by
+// label id (a label without a name is shown by its id alone).
+struct KeystepTimeline {
+  std::string title;  // one line above the strips
+  std::vector<TimelineSegment> segments;
+  std::vector<std::string> label_names;
+};
+
+// Where keystep_timeline puts things: time t maps to column x0 + (t - t0) / (t1 - t0) * (x1 - x0)
+// (t0 = the earliest start, t1 = the latest end); the truth and predicted strips are
+// strip_height pixels tall from rows truth_y and predicted_y, each segment a block of its
+// label's colour whose lower half holds nothing else (its label id is written in the upper half
+// when it fits); a thin strip at correct_y marks each segment green (right), red (wrong) or
+// grey (unannotated). The legend lists every label of either strip, legend_columns entries a
+// row, from row legend_y.
+struct TimelineLayout {
+  int width = 0, height = 0;
+  int x0 = 0, x1 = 0;
+  double t0 = 0, t1 = 0;
+  int truth_y = 0, predicted_y = 0, strip_height = 0, correct_y = 0;
+  int legend_y = 0, legend_columns = 0;
+  std::vector<int64_t> legend;  // label ids, ascending
+};
+
+// The layout of `timeline` on a picture `width` pixels wide (>= 400; ValueError otherwise, or
+// when there is no segment or a segment ends before it starts). Height:
+//   166 + 16 * ceil(legend entries / legend_columns),  legend_columns = (width - 20) / 300.
+TimelineLayout keystep_timeline_layout(const KeystepTimeline& timeline, int width = 1200);
+
+// The colour of a keystep label: hues spread by the golden ratio, so that labels close in id
+// (the steps of one scenario) differ clearly. Label -1 (none) is grey.
+Color keystep_label_color(int64_t label);
+
+// The timeline of one take: the title, the ground-truth strip above the predicted strip on a
+// common time axis (seconds), the right / wrong marks, and a legend of label colours with their
+// ids and names. Size as keystep_timeline_layout says.
+Canvas keystep_timeline(const KeystepTimeline& timeline, int width = 1200);
+
 }  // namespace stgnn::experiments
