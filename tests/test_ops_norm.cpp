@@ -9,6 +9,33 @@
 using namespace stgnn;
 using namespace stgnn::testing;
 
+// The plain rule the dropout kernel implements: element i is dropped iff
+// counter_uniform(seed, i) < p.
+std::vector<float> dropout_mask_reference(int64_t n, float p, uint64_t seed) {
+  std::vector<float> kept(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    kept[static_cast<size_t>(i)] =
+        counter_uniform(seed, static_cast<uint64_t>(i)) < p ? 0.0f : 1.0f;
+  return kept;
+}
+
+TEST_CASE("dropout: the kernel's mask is exactly counter_uniform(seed, i) < p") {
+  const int64_t n = 50000;
+  Tensor x = Tensor::ones({n});
+  // p * 2^24 exactly an integer (0.5, 0.25), not (0.3, 0.1), tiny, and next to 1.
+  for (float p : {0.5f, 0.25f, 0.3f, 0.1f, 1e-7f, 0.999999f, std::nextafter(0.5f, 1.0f)}) {
+    for (uint64_t seed : {uint64_t{0}, uint64_t{7}, fresh_seed()}) {
+      const std::vector<float> y = dropout(x, p, true, seed).to_vector();
+      const std::vector<float> kept = dropout_mask_reference(n, p, seed);
+      int64_t mismatches = 0;
+      for (int64_t i = 0; i < n; ++i)
+        mismatches += (y[static_cast<size_t>(i)] != 0.0f) != (kept[static_cast<size_t>(i)] != 0.0f);
+      INFO("p = " << p << ", seed = " << seed);
+      CHECK(mismatches == 0);
+    }
+  }
+}
+
 TEST_CASE("dropout: eval is identity, train keeps ~1-p scaled by 1/(1-p), seeded") {
   Tensor x = Tensor::ones({100, 100});
   CHECK(dropout(x, 0.5f, false, 1).data() == x.data());

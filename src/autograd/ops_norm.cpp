@@ -11,15 +11,23 @@ namespace stgnn {
 
 namespace {
 
-// y = x * keep(i) / (1 - p), keep(i) a pure function of (seed, i).
+// y = x * keep(i) / (1 - p), keep(i) a pure function of (seed, i): element i is dropped when
+// counter_uniform(seed, i) < p (see dropout_mask_reference in the tests). counter_uniform is
+// (h >> 40) * 2^-24 with h = mix64(seed ^ mix64(i)), so the test is done on the integer
+// k = h >> 40 < 2^24 instead: k * 2^-24 < p  <=>  k < p * 2^24 (exact in float)  <=>
+// k < ceil(p * 2^24). Same mask bit for bit, and an all-integer loop the compiler vectorises
+// (the float compare through a function call did not: it was a quarter of a GLEVR step).
 Tensor dropout_apply(const Tensor& x, float p, uint64_t seed) {
   Tensor out = Tensor::empty(x.shape());
   const float scale = 1.0f / (1.0f - p);
+  const uint64_t drop_below = static_cast<uint64_t>(std::ceil(p * 16777216.0f));
   const float* px = x.data();
   float* po = out.data();
   parallel_for(x.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      po[i] = counter_uniform(seed, static_cast<uint64_t>(i)) < p ? 0.0f : px[i] * scale;
+      const uint64_t k = mix64(seed ^ mix64(static_cast<uint64_t>(i))) >> 40;
+      const float kept = px[i] * scale;  // loaded unconditionally: a select, not a masked load
+      po[i] = k < drop_below ? 0.0f : kept;
     }
   });
   return out;
@@ -59,6 +67,14 @@ template <typename Fn>
 std::vector<double> channel_sums(const float* x, const ChannelView& v, const Fn& f) {
   std::vector<double> sums(static_cast<size_t>(v.c), 0.0);
   parallel_for(v.c, 1, [&](int64_t c0, int64_t c1) {
+    if (v.s == 1) {  // [N, C]: a contiguous row per i, summed in the same order as below
+      for (int64_t i = 0; i < v.n; ++i) {
+        const float* row = x + i * v.c;
+        for (int64_t c = c0; c < c1; ++c)
+          sums[static_cast<size_t>(c)] += f(row[c], c);
+      }
+      return;
+    }
     for (int64_t i = 0; i < v.n; ++i) {
       for (int64_t c = c0; c < c1; ++c) {
         const float* p = x + (i * v.c + c) * v.s;
@@ -133,16 +149,33 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
   float* po = out.data();
   const float* pw = weight.defined() ? weight.data() : nullptr;
   const float* pb = bias.defined() ? bias.data() : nullptr;
-  parallel_for(
-      v.n * v.c, std::max<int64_t>(1, kElementwiseGrain / v.s), [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          const int64_t c = r % v.c;
-          const float scale = (*inv_std)[static_cast<size_t>(c)] * (pw ? pw[c] : 1.0f);
-          const float shift = (pb ? pb[c] : 0.0f) - (*mean)[static_cast<size_t>(c)] * scale;
-          for (int64_t k = 0; k < v.s; ++k)
-            po[r * v.s + k] = px[r * v.s + k] * scale + shift;
-        }
-      });
+  // y = x * scale[c] + shift[c]; the per-channel factors once, not per row, and the channel
+  // stepped along rather than taken modulo C per row (a division per element for [N, C]).
+  std::vector<float> scale(static_cast<size_t>(v.c)), shift(static_cast<size_t>(v.c));
+  for (int64_t c = 0; c < v.c; ++c) {
+    const size_t k = static_cast<size_t>(c);
+    scale[k] = (*inv_std)[k] * (pw ? pw[c] : 1.0f);
+    shift[k] = (pb ? pb[c] : 0.0f) - (*mean)[k] * scale[k];
+  }
+  const float* pa = scale.data();
+  const float* pc = shift.data();
+  const int64_t per_sample = std::max<int64_t>(1, v.c * v.s);
+  parallel_for(v.n, std::max<int64_t>(1, kElementwiseGrain / per_sample),
+               [&](int64_t i0, int64_t i1) {
+                 for (int64_t i = i0; i < i1; ++i) {
+                   const float* in = px + i * v.c * v.s;
+                   float* o = po + i * v.c * v.s;
+                   if (v.s == 1) {  // [N, C]: one contiguous row, vectorised across channels
+                     for (int64_t c = 0; c < v.c; ++c)
+                       o[c] = in[c] * pa[c] + pc[c];
+                     continue;
+                   }
+                   for (int64_t c = 0; c < v.c; ++c) {
+                     for (int64_t k = 0; k < v.s; ++k)
+                       o[c * v.s + k] = in[c * v.s + k] * pa[c] + pc[c];
+                   }
+                 }
+               });
   return Tensor::make_result(
       out, "batch_norm", {x, weight, bias},
       [x, weight, bias, v, count, mean, inv_std, training](const Tensor&, const Tensor& g) {
@@ -155,6 +188,16 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
         std::vector<double> sum_g(static_cast<size_t>(v.c), 0.0),
             sum_gx(static_cast<size_t>(v.c), 0.0);
         parallel_for(v.c, 1, [&](int64_t c0, int64_t c1) {
+          if (v.s == 1) {  // [N, C]: contiguous rows, same summation order as below
+            for (int64_t i = 0; i < v.n; ++i) {
+              for (int64_t c = c0; c < c1; ++c) {
+                const int64_t at = i * v.c + c;
+                sum_g[static_cast<size_t>(c)] += pg[at];
+                sum_gx[static_cast<size_t>(c)] += pg[at] * xhat(px[at], c);
+              }
+            }
+            return;
+          }
           for (int64_t i = 0; i < v.n; ++i) {
             for (int64_t c = c0; c < c1; ++c) {
               const int64_t base = (i * v.c + c) * v.s;
@@ -174,18 +217,34 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
           Tensor gx = Tensor::empty(x.shape());
           float* p = gx.data();
           const float* pw = weight.defined() ? weight.data() : nullptr;
-          parallel_for(v.n * v.c, std::max<int64_t>(1, kElementwiseGrain / v.s),
-                       [&](int64_t r0, int64_t r1) {
-                         for (int64_t r = r0; r < r1; ++r) {
-                           const int64_t c = r % v.c;
-                           const size_t k = static_cast<size_t>(c);
-                           const float scale = (*inv_std)[k] * (pw ? pw[c] : 1.0f);
-                           const float mg = training ? static_cast<float>(sum_g[k] / count) : 0.0f;
-                           const float mgx =
-                               training ? static_cast<float>(sum_gx[k] / count) : 0.0f;
-                           for (int64_t s = 0; s < v.s; ++s) {
-                             const int64_t i = r * v.s + s;
-                             p[i] = scale * (pg[i] - mg - xhat(px[i], c) * mgx);
+          std::vector<float> scale(static_cast<size_t>(v.c)), mg(static_cast<size_t>(v.c)),
+              mgx(static_cast<size_t>(v.c));
+          for (int64_t c = 0; c < v.c; ++c) {
+            const size_t k = static_cast<size_t>(c);
+            scale[k] = (*inv_std)[k] * (pw ? pw[c] : 1.0f);
+            mg[k] = training ? static_cast<float>(sum_g[k] / count) : 0.0f;
+            mgx[k] = training ? static_cast<float>(sum_gx[k] / count) : 0.0f;
+          }
+          const float *pa = scale.data(), *pm = mg.data(), *pmx = mgx.data();
+          const float *pmean = mean->data(), *pinv = inv_std->data();
+          const int64_t per_sample = std::max<int64_t>(1, v.c * v.s);
+          parallel_for(v.n, std::max<int64_t>(1, kElementwiseGrain / per_sample),
+                       [&](int64_t i0, int64_t i1) {
+                         for (int64_t i = i0; i < i1; ++i) {
+                           const int64_t base = i * v.c * v.s;
+                           if (v.s == 1) {  // [N, C]: vectorised across channels
+                             for (int64_t c = 0; c < v.c; ++c) {
+                               const float xh = (px[base + c] - pmean[c]) * pinv[c];
+                               p[base + c] = pa[c] * (pg[base + c] - pm[c] - xh * pmx[c]);
+                             }
+                             continue;
+                           }
+                           for (int64_t c = 0; c < v.c; ++c) {
+                             for (int64_t k = 0; k < v.s; ++k) {
+                               const int64_t at = base + c * v.s + k;
+                               const float xh = (px[at] - pmean[c]) * pinv[c];
+                               p[at] = pa[c] * (pg[at] - pm[c] - xh * pmx[c]);
+                             }
                            }
                          }
                        });
