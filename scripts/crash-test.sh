@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # make crash-test: the kill -9 campaign (scripts/kill9-campaign.sh) on syncmnist_exp and
-# keystep_exp with tiny settings, KILLS kills each (default 10, so 20 in all), one thread.
+# keystep_exp with tiny settings, KILLS kills each (default 10, so 20 in all; the issue asks for 20+), one thread.
 #   scripts/crash-test.sh BUILD_DIR [KILLS] [WORK_DIR]
 # The data are made here: a 600 + 100 digit IDX set (python3 standard library only) and a small
-# synthetic keystep set (keystep_exp --make-synthetic). Exit 0 when both campaigns pass.
+# synthetic keystep set (keystep_exp --make-synthetic). The runs are short (about 1 s), but with
+# 6 and 12 epochs a checkpoint and a metrics row are written every 0.1-0.2 s, so random kills
+# land inside writes often. Exit 0 when both campaigns pass.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 build="${1:?usage: crash-test.sh BUILD_DIR [KILLS] [WORK_DIR]}"
@@ -34,11 +36,11 @@ PY
 status=0
 echo "== syncmnist_exp"
 "$here/kill9-campaign.sh" --kills "$kills" --work "$work/syncmnist" --seed 1 -- \
-  "$build/syncmnist_exp" --preset tiny --mnist "$work/mnist" --seed 3 --threads 1 --quiet \
+  "$build/syncmnist_exp" --preset tiny --epochs 6 --mnist "$work/mnist" --seed 3 --threads 1 --quiet \
   || status=1
 echo "== keystep_exp"
 "$here/kill9-campaign.sh" --kills "$kills" --work "$work/keystep" --seed 2 -- \
   "$build/keystep_exp" --annotations "$work/keystep-set/annotations" \
-  --features "$work/keystep-set/features/omnivore_video" --epochs 4 --hidden 64 --batch-size 8 \
+  --features "$work/keystep-set/features/omnivore_video" --epochs 12 --hidden 64 --batch-size 8 \
   --lr 2e-3 --seed 5 --threads 1 --quiet || status=1
 exit $status

@@ -34,7 +34,10 @@ Graph fixture_graph() {
 // with the fixture's upstream gradient, and compares the output and every gradient.
 void check_against_fixture(GraphLayer& layer, const std::string& prefix, const Graph& graph) {
   CAPTURE(prefix);
-  for (auto& [name, p] : layer.named_parameters()) {
+  // Named copies of the structured bindings: CAPTURE's lambda cannot capture a binding in C++17
+  // (clang rejects it; gcc allows it).
+  for (auto& [binding, p] : layer.named_parameters()) {
+    const std::string name = binding;
     CAPTURE(name);
     const Tensor value = read_fixture("graph", prefix + "_" + name);
     REQUIRE(value.shape() == p.shape());
@@ -45,7 +48,8 @@ void check_against_fixture(GraphLayer& layer, const std::string& prefix, const G
   check_close(y, read_fixture("graph", prefix + "_y"), 1e-5, 1e-5);
   y.backward(read_fixture("graph", prefix + "_g"));
   check_close(x.grad(), read_fixture("graph", prefix + "_gx"), 1e-5, 1e-5);
-  for (auto& [name, p] : layer.named_parameters()) {
+  for (auto& [binding, p] : layer.named_parameters()) {
+    const std::string name = binding;
     CAPTURE(name);
     check_close(p.grad(), read_fixture("graph", prefix + "_grad_" + name), 1e-5, 1e-5);
   }
@@ -168,7 +172,8 @@ TEST_CASE("GCNConv and SAGEConv equal loop references in both aggregation orders
   INFO("seed " << seed);
   Rng rng(seed);
   const Graph g = random_graph(rng, 9, 7, 25);  // self loops, duplicates, isolated nodes
-  for (auto [in, out] : {std::pair<int64_t, int64_t>{3, 6}, {6, 3}}) {
+  for (const auto& widths : {std::pair<int64_t, int64_t>{3, 6}, {6, 3}}) {
+    const int64_t in = widths.first, out = widths.second;
     CAPTURE(in);
     CAPTURE(out);
     const Tensor x = random_tensor({9, in}, rng);

@@ -344,7 +344,9 @@ TEST_CASE("keystep_exp: interrupted + --resume gives bit-identical weights; NaN 
     const NamedTensors a = load_safetensors(tmp / ("full/" + std::string(file)));
     const NamedTensors b = load_safetensors(tmp / ("part/" + std::string(file)));
     REQUIRE(a.tensors.size() == b.tensors.size());
-    for (const auto& [name, t] : a.tensors) {
+    for (const auto& named : a.tensors) {
+      const std::string& name = named.first;  // CAPTURE cannot capture a binding (C++17)
+      const Tensor& t = named.second;
       CAPTURE(name);
       REQUIRE(b.tensors.count(name) == 1);
       const Tensor& u = b.tensors.at(name);

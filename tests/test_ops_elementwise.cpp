@@ -70,7 +70,8 @@ TEST_CASE("binary ops: gradients with broadcasting") {
   const std::vector<std::pair<Shape, Shape>> cases = {{{3, 5}, {3, 5}}, {{2, 3, 5}, {5}},
                                                       {{7}, {1}},       {{4, 1, 3}, {5, 1}},
                                                       {{3}, {2, 3}},    {{}, {2, 2}}};
-  for (const auto& [sa, sb] : cases) {
+  for (const auto& shapes : cases) {
+    const Shape &sa = shapes.first, &sb = shapes.second;  // not bindings: CAPTURE is a lambda
     CAPTURE(shape_str(sa));
     CAPTURE(shape_str(sb));
     require_gradcheck([](const std::vector<Tensor>& in) { return add(in[0], in[1]); },

@@ -124,7 +124,9 @@ void compare_outputs(const KernelOutputs& fast, const KernelOutputs& ref, Kind k
       {"dx", {fast.dx, ref.dx}},          {"dh0", {fast.dh0, ref.dh0}},
       {"dw_ih", {fast.dw_ih, ref.dw_ih}}, {"dw_hh", {fast.dw_hh, ref.dw_hh}},
       {"db_ih", {fast.db_ih, ref.db_ih}}, {"db_hh", {fast.db_hh, ref.db_hh}}};
-  for (const auto& [name, p] : pairs) {
+  for (const auto& named : pairs) {
+    const std::string& name = named.first;  // CAPTURE cannot capture a binding (C++17)
+    const auto& p = named.second;
     CAPTURE(name);
     check_close(p.first, p.second, rtol, atol);
   }
@@ -719,7 +721,9 @@ TEST_CASE("RecurrentCell: step from initial_state through time equals sequence, 
                 cell->step(slice(x, 0, 0, 1).reshape({B, in}), cell->initial_state(B)), 0.0, 0.0);
     // The whole recurrence trains: gradients reach every parameter through the states.
     sum(cell->hidden(state)).backward();
-    for (const auto& [name, t] : cell->named_parameters()) {
+    for (const auto& named : cell->named_parameters()) {
+      const std::string& name = named.first;  // CAPTURE cannot capture a binding (C++17)
+      const Tensor& t = named.second;
       CAPTURE(name);
       CHECK(t.grad().defined());
     }

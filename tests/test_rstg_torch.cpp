@@ -36,7 +36,9 @@ TEST_CASE("RSTG matches PyTorch: logits, loss and every gradient (LSTM and GRU t
     CHECK(loss.item() == doctest::Approx(expected.tensors.at("loss").item()).epsilon(1e-5));
     loss.backward();
     int compared = 0;
-    for (const auto& [name, p] : model.named_parameters()) {
+    for (const auto& named : model.named_parameters()) {
+      const std::string& name = named.first;  // CAPTURE cannot capture a binding (C++17)
+      const Tensor& p = named.second;
       CAPTURE(name);
       REQUIRE(expected.tensors.count(name) == 1);
       REQUIRE(p.grad().defined());

@@ -84,7 +84,9 @@ TEST_CASE("a tiny run writes the whole run directory; resume and eval reproduce 
   const NamedTensors straight = load_safetensors((a / "last.safetensors").string());
   const NamedTensors resumed = load_safetensors((b / "last.safetensors").string());
   REQUIRE(straight.tensors.size() == resumed.tensors.size());
-  for (const auto& [name, t] : straight.tensors) {
+  for (const auto& named : straight.tensors) {
+    const std::string& name = named.first;  // CAPTURE cannot capture a binding (C++17)
+    const Tensor& t = named.second;
     CAPTURE(name);
     CHECK(resumed.tensors.at(name).to_vector() == t.to_vector());
   }

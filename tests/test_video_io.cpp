@@ -390,7 +390,8 @@ TEST_CASE("read_frames decodes a time range, seeking back and forth") {
       // Ranges in an order that needs seeks forward, backward and to the start.
       const std::vector<std::pair<double, double>> ranges = {{1.2, 1.6},  {0.5, 0.62},  {0.0, 0.2},
                                                              {1.96, 2.0}, {0.33, 1.01}, {0.0, 2.0}};
-      for (const auto& [start, end] : ranges) {
+      for (const auto& range : ranges) {
+        const double start = range.first, end = range.second;  // not bindings: captured below
         CAPTURE(start);
         CAPTURE(end);
         const FramesU8 frames =

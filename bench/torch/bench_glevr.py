@@ -11,9 +11,11 @@ cross-entropy over every node, Adam lr 5e-4 weight decay 0.01. Prints seconds pe
 segments/s and peak RSS.
 
     /usr/bin/python3 bench/torch/bench_glevr.py                 # 5,000 takes x 30 (long)
+    /usr/bin/python3 bench/torch/bench_glevr.py --takes 640     # 20 batches (GlevrEpoch/640)
     /usr/bin/python3 bench/torch/bench_glevr.py --quick         # smoke test: 64 takes
 """
 import argparse
+import sys
 import warnings
 import resource
 import time
@@ -151,6 +153,11 @@ def main():
         loss = nn.functional.cross_entropy(model(x, src, dst, rel, attr), y)
         loss.backward()
         optimizer.step()
+        done = min(first + BATCH, takes)
+        elapsed = time.perf_counter() - start
+        print(f"\r{done}/{takes} takes  {elapsed:7.1f} s  ETA {elapsed / done * (takes - done):7.1f} s",
+              end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"GlevrEpoch/{takes}/{args.segments}/{args.exo} ({'split' if args.split else 'pyg'}) "
