@@ -66,3 +66,46 @@ TEST_CASE("a freed buffer is reused by a slightly different size (size classes)"
   CHECK(d.data() != first);
   release_cached_buffers();
 }
+
+TEST_CASE("a cache miss evicts cached buffers first, so cached + live bytes do not grow") {
+  release_cached_buffers();
+  const int64_t small = 300007, large = 3 * 300007;  // two different size classes
+  const auto cached = [] { return memory_stats().cached_bytes; };
+  { Tensor a = Tensor::empty({small}); }
+  const int64_t small_class = cached();
+  REQUIRE(small_class >= small * 4);
+  {
+    // Miss on the large class: nothing cached is big enough, so the small buffer is evicted
+    // (the largest ones go first) before the large one is allocated.
+    Tensor b = Tensor::empty({large});
+    CHECK(cached() == 0);
+  }
+  const int64_t large_class = cached();
+  REQUIRE(large_class >= large * 4);
+  {
+    // Hit: the large buffer comes back from the cache.
+    Tensor c = Tensor::empty({large});
+    CHECK(cached() == 0);
+  }
+  {
+    // Miss on a third class, between the two, with the large buffer cached: the smallest
+    // cached buffer at least as big (the large one) is evicted.
+    Tensor d = Tensor::empty({2 * small});  // a third class, between the two
+    CHECK(cached() == 0);
+  }
+  {
+    Tensor e = Tensor::empty({small});  // the 2*small buffer is the best fit: evicted
+    CHECK(cached() == 0);
+  }
+  // A hit never evicts: cache the small and a large buffer, take the small one back.
+  {
+    Tensor f = Tensor::empty({small});
+    Tensor g = Tensor::empty({large});
+  }
+  const int64_t both = cached();
+  {
+    Tensor h = Tensor::empty({small});
+    CHECK(cached() == both - small_class);
+  }
+  release_cached_buffers();
+}

@@ -11,7 +11,7 @@ cross-entropy over every node, Adam lr 5e-4 weight decay 0.01. Prints seconds pe
 segments/s and peak RSS.
 
     /usr/bin/python3 bench/torch/bench_glevr.py                 # 5,000 takes x 30 (long)
-    /usr/bin/python3 bench/torch/bench_glevr.py --takes 640     # 20 batches (GlevrEpoch/640)
+    /usr/bin/python3 bench/torch/bench_glevr.py --takes 648     # 20 batches + 1 of 8 (GlevrEpoch/648)
     /usr/bin/python3 bench/torch/bench_glevr.py --quick         # smoke test: 64 takes
 """
 import argparse
