@@ -209,6 +209,23 @@ bool valid_rate(AVRational rate) {
   return rate.num > 0 && rate.den > 0;
 }
 
+// FFmpeg copies colour metadata from the bitstream into enum fields without a range check (a
+// corrupt MPEG-2 sequence header found by the video fuzzer gave colorspace 84). Loading such a
+// value through the enum type is undefined behaviour in C++, so these read the raw int.
+template <typename Enum>
+int raw_enum_value(const Enum& field) {
+  static_assert(sizeof(Enum) == sizeof(int), "FFmpeg enums are int-sized");
+  int value = 0;
+  std::memcpy(&value, &field, sizeof value);
+  return value;
+}
+
+// The frame's YUV matrix, unspecified when the stream's value is not one FFmpeg knows.
+int frame_colorspace(const AVFrame& frame) {
+  const int value = raw_enum_value(frame.colorspace);
+  return value >= 0 && value < AVCOL_SPC_NB ? value : AVCOL_SPC_UNSPECIFIED;
+}
+
 bool is_full_range_format(AVPixelFormat format) {
   switch (format) {
     case AV_PIX_FMT_YUVJ420P:
@@ -767,11 +784,12 @@ struct VideoReader::Impl {
     // path and, on typical 4:2:0 content, move the result further from the source RGB.
     const int flags = options.format.filter == ResizeFilter::kArea ? SWS_AREA : SWS_BILINEAR;
     const bool yuv = is_yuv_format(source_format);
-    const int full_range =
-        is_full_range_format(source_format) || decoded->color_range == AVCOL_RANGE_JPEG;
-    const std::array<int, 9> key = {decoded->width, decoded->height,     decoded->format,
-                                    size.width,     size.height,         target_format,
-                                    flags,          decoded->colorspace, full_range};
+    const int full_range = is_full_range_format(source_format) ||
+                           raw_enum_value(decoded->color_range) == AVCOL_RANGE_JPEG;
+    const int colorspace = frame_colorspace(*decoded);
+    const std::array<int, 9> key = {decoded->width, decoded->height, decoded->format,
+                                    size.width,     size.height,     target_format,
+                                    flags,          colorspace,      full_range};
     if (!scaler || key != scaler_key) {
       scaler.reset(sws_getContext(decoded->width, decoded->height, source_format, size.width,
                                   size.height, target_format, flags, nullptr, nullptr, nullptr));
@@ -784,7 +802,7 @@ struct VideoReader::Impl {
       }
       if (yuv) {
         // Honour the stream's matrix (BT.601/709/...) and range; the output is full range.
-        const int* coefficients = sws_getCoefficients(decoded->colorspace);
+        const int* coefficients = sws_getCoefficients(colorspace);
         sws_setColorspaceDetails(scaler.get(), coefficients, full_range, coefficients, 1, 0,
                                  1 << 16, 1 << 16);
       }
