@@ -4,10 +4,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <iterator>
-#include <map>
 #include <mutex>
 #include <sstream>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "autograd/parallel.h"
@@ -40,8 +39,8 @@ std::atomic<int64_t> g_live_bytes{0};
 std::atomic<int64_t> g_peak_bytes{0};
 constexpr size_t kAlignment = 64;  // one cache line; also the widest SIMD load
 
-// A cache of freed buffers keyed by their size (allocation_bytes). Training repeats the same shapes
-// every step, so nearly every allocation after the first step is served from here; without it,
+// A cache of freed buffers keyed by their exact size. Training repeats the same shapes every
+// step, so nearly every allocation after the first step is served from here; without it,
 // large buffers go back to the kernel on free (glibc unmaps them) and every step pays for
 // fresh zeroed pages (page faults were a fifth of the run time).
 class BufferCache {
@@ -50,38 +49,14 @@ class BufferCache {
     static BufferCache* cache = new BufferCache();  // never destroyed: tensors may outlive main
     return *cache;
   }
-  // A cached buffer of exactly `bytes`, or nullptr after making room: on a miss the caller
-  // allocates `bytes` new, so first evict cached buffers of other sizes totalling at least
-  // `bytes` (the smallest one that is big enough, else the largest ones). Cached + live bytes
-  // then never grow on a miss while the cache holds anything: when a shape changes (the last,
-  // smaller batch of an epoch; evaluation after training) its buffers replace the cached ones
-  // of the old shape instead of stacking on top of them. Steady-state training never misses.
   void* take(size_t bytes) {
-    std::vector<void*> evicted;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.find(bytes);
-      if (it != free_.end() && !it->second.empty()) {
-        void* p = it->second.back();
-        it->second.pop_back();
-        cached_bytes_ -= bytes;
-        if (it->second.empty()) free_.erase(it);
-        return p;
-      }
-      size_t freed = 0;
-      while (freed < bytes && !free_.empty()) {
-        auto victim = free_.lower_bound(bytes);
-        if (victim == free_.end()) victim = std::prev(free_.end());
-        evicted.push_back(victim->second.back());
-        victim->second.pop_back();
-        freed += victim->first;
-        cached_bytes_ -= victim->first;
-        if (victim->second.empty()) free_.erase(victim);
-      }
-    }
-    for (void* p : evicted)
-      std::free(p);  // outside the lock: unmapping large buffers takes a while
-    return nullptr;
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = free_.find(bytes);
+    if (it == free_.end() || it->second.empty()) return nullptr;
+    void* p = it->second.back();
+    it->second.pop_back();
+    cached_bytes_ -= bytes;
+    return p;
   }
   void give(void* p, size_t bytes) {
     {
@@ -116,7 +91,7 @@ class BufferCache {
     }
   }
   std::mutex mutex_;
-  std::map<size_t, std::vector<void*>> free_;  // by size: eviction looks for the best fit
+  std::unordered_map<size_t, std::vector<void*>> free_;
   size_t cached_bytes_ = 0;
   size_t limit_ = size_t{4} << 30;
 };
