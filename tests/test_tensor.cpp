@@ -66,3 +66,30 @@ TEST_CASE("a freed buffer is reused by a slightly different size (size classes)"
   CHECK(d.data() != first);
   release_cached_buffers();
 }
+
+TEST_CASE("a smaller batch runs in a cached larger buffer (at most 8x) instead of a new one") {
+  release_cached_buffers();
+  const int64_t full = 4 * 300007;  // a full batch's tensor; the last batch is a quarter of it
+  const float* big = nullptr;
+  {
+    Tensor a = Tensor::empty({full});
+    big = a.data();
+  }
+  const int64_t big_class = memory_stats().cached_bytes;
+  {
+    Tensor quarter = Tensor::empty({full / 4});  // a miss on its own class: takes the big buffer
+    CHECK(quarter.data() == big);
+    CHECK(memory_stats().cached_bytes == 0);
+  }
+  // Freed, it goes back under the size it really has, and serves the full size again.
+  CHECK(memory_stats().cached_bytes == big_class);
+  {
+    Tensor again = Tensor::empty({full});
+    CHECK(again.data() == big);
+  }
+  // More than 8x smaller: a fresh buffer, the big one stays cached.
+  Tensor tiny = Tensor::empty({full / 16});
+  CHECK(tiny.data() != big);
+  CHECK(memory_stats().cached_bytes == big_class);
+  release_cached_buffers();
+}

@@ -4,9 +4,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <sstream>
-#include <unordered_map>
 #include <unordered_set>
 
 #include "autograd/parallel.h"
@@ -49,13 +49,21 @@ class BufferCache {
     static BufferCache* cache = new BufferCache();  // never destroyed: tensors may outlive main
     return *cache;
   }
-  void* take(size_t bytes) {
+  // A cached buffer for `bytes`: one of exactly that size class, else the smallest cached one
+  // at most kMaxReuseSlack times larger (its size goes to *capacity), else nullptr. Reusing a
+  // larger idle buffer on a miss is what keeps memory flat when a batch shrinks (the last batch
+  // of an epoch, evaluation batches): the small batch runs in the big batch's cached buffers
+  // instead of allocating its own on top of them. Steady-state training never misses, so this
+  // changes nothing there.
+  void* take(size_t bytes, size_t* capacity) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto it = free_.find(bytes);
-    if (it == free_.end() || it->second.empty()) return nullptr;
+    auto it = free_.lower_bound(bytes);
+    if (it == free_.end() || it->first > kMaxReuseSlack * bytes) return nullptr;
     void* p = it->second.back();
+    *capacity = it->first;
     it->second.pop_back();
-    cached_bytes_ -= bytes;
+    cached_bytes_ -= it->first;
+    if (it->second.empty()) free_.erase(it);
     return p;
   }
   void give(void* p, size_t bytes) {
@@ -91,7 +99,8 @@ class BufferCache {
     }
   }
   std::mutex mutex_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
+  static constexpr size_t kMaxReuseSlack = 8;
+  std::map<size_t, std::vector<void*>> free_;  // by size, for the smallest fit on a miss
   size_t cached_bytes_ = 0;
   size_t limit_ = size_t{4} << 30;
 };
@@ -112,10 +121,11 @@ size_t allocation_bytes(int64_t size) {
 
 }  // namespace
 
-Storage::Storage(int64_t size) : data_(nullptr), size_(size) {
+Storage::Storage(int64_t size) : data_(nullptr), size_(size), capacity_bytes_(0) {
   if (size < 0) throw ValueError("Storage: negative size " + std::to_string(size));
   const size_t bytes = allocation_bytes(size);
-  data_ = static_cast<float*>(BufferCache::instance().take(bytes));
+  capacity_bytes_ = bytes;
+  data_ = static_cast<float*>(BufferCache::instance().take(bytes, &capacity_bytes_));
   if (!data_) data_ = static_cast<float*>(std::aligned_alloc(kAlignment, bytes));
   if (!data_) {
     BufferCache::instance().release_all();
@@ -132,7 +142,7 @@ Storage::Storage(int64_t size) : data_(nullptr), size_(size) {
 }
 
 Storage::~Storage() {
-  BufferCache::instance().give(data_, allocation_bytes(size_));
+  BufferCache::instance().give(data_, capacity_bytes_);
   g_live_buffers.fetch_sub(1, std::memory_order_relaxed);
   g_live_bytes.fetch_sub(size_ * static_cast<int64_t>(sizeof(float)), std::memory_order_relaxed);
 }

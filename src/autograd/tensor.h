@@ -41,6 +41,7 @@ class Storage {
  private:
   float* data_;
   int64_t size_;
+  size_t capacity_bytes_;  // bytes actually held: a cached buffer may be larger than size_ needs
 };
 
 struct MemoryStats {
@@ -51,7 +52,8 @@ struct MemoryStats {
 };
 MemoryStats memory_stats();
 // Freed buffers are kept (up to STGNN_BUFFER_CACHE_MB, default 4096) and handed out again for
-// the same size; this returns them all to the system.
+// the same size class (or, on a miss, a cached buffer at most 8x larger); this returns them all
+// to the system.
 void release_cached_buffers();
 
 class Tensor;
