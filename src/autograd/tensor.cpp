@@ -39,10 +39,10 @@ std::atomic<int64_t> g_live_bytes{0};
 std::atomic<int64_t> g_peak_bytes{0};
 constexpr size_t kAlignment = 64;  // one cache line; also the widest SIMD load
 
-// A cache of freed buffers keyed by their size class (allocation_bytes). Training repeats the same shapes every
-// step, so nearly every allocation after the first step is served from here; without it,
-// large buffers go back to the kernel on free (glibc unmaps them) and every step pays for
-// fresh zeroed pages (page faults were a fifth of the run time).
+// A cache of freed buffers keyed by their size class (allocation_bytes). Training repeats the same
+// shapes every step, so nearly every allocation after the first step is served from here; without
+// it, large buffers go back to the kernel on free (glibc unmaps them) and every step pays for fresh
+// zeroed pages (page faults were a fifth of the run time).
 class BufferCache {
  public:
   static BufferCache& instance() {
