@@ -49,11 +49,17 @@ check-deps:
 deps:
 	scripts/install-deps.sh
 
-$(BUILD_DIR)/CMakeCache.txt:
+# The generated Makefile (written only by a configure that succeeded) marks a usable build
+# tree; configuring waits for check-deps so that `make -j` never configures against packages
+# that are still being installed.
+$(BUILD_DIR)/Makefile: | check-deps
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
 
-build: check-deps $(BUILD_DIR)/CMakeCache.txt
-	cmake --build $(BUILD_DIR) -j $(JOBS)
+# Under `make -jN` the build joins our jobserver (the + prefix) instead of forcing its own -j.
+PARALLEL_FLAG = $(if $(findstring jobserver,$(MAKEFLAGS)),,-j $(JOBS))
+
+build: check-deps $(BUILD_DIR)/Makefile
+	+cmake --build $(BUILD_DIR) $(PARALLEL_FLAG)
 
 test: all
 	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 900
