@@ -8,8 +8,10 @@
 #include <cblas.h>
 
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "autograd/blas.h"
 #include "autograd/ops.h"
 #include "autograd/parallel.h"
 
@@ -50,6 +52,49 @@ void BM_CopyBandwidth(benchmark::State& state) {
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_CopyBandwidth)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// ---- sgemm implementations side by side: OpenBLAS vs our AVX-512 kernel (blas.h), same shapes,
+// same run. Shapes: a square peak; GLEVR's per-edge Linear (E = 9,600 edge rows, 1536 -> 1024)
+// forward, input gradient and weight gradient; an RSTG conv as im2col (64 channels, 3x3x32 taps,
+// 32 videos x 10 frames x 16x16 pixels); a recurrent step's gate product (batch 448, 128 -> 512).
+struct GemmShape {
+  const char* name;
+  bool transpose_a, transpose_b;
+  int64_t m, n, k;
+};
+const GemmShape kGemmShapes[] = {
+    {"square_1024", false, false, 1024, 1024, 1024},
+    {"glevr_edge_forward", false, true, 9600, 1024, 1536},
+    {"glevr_edge_grad_input", false, false, 9600, 1536, 1024},
+    {"glevr_edge_grad_weight", true, false, 1024, 1536, 9600},
+    {"rstg_conv_im2col", false, false, 64, 81920, 288},
+    {"recurrent_gates", false, true, 448, 512, 128},
+};
+
+void BM_Gemm(benchmark::State& state) {
+  const GemmShape& shape = kGemmShapes[state.range(1)];
+  const auto backend = state.range(0) == 0 ? GemmBackend::kOpenBlas : GemmBackend::kAvx512;
+  if (backend == GemmBackend::kAvx512 && !gemm_avx512_available()) {
+    state.SkipWithError("built without AVX-512");
+    return;
+  }
+  state.SetLabel(std::string(shape.name) +
+                 (backend == GemmBackend::kOpenBlas ? " openblas" : " avx512"));
+  std::vector<float> a(static_cast<size_t>(shape.m * shape.k), 0.5f),
+      b(static_cast<size_t>(shape.k * shape.n), 0.25f), c(static_cast<size_t>(shape.m * shape.n));
+  for (auto _ : state) {
+    sgemm_with(backend, shape.transpose_a, shape.transpose_b, shape.m, shape.n, shape.k, a.data(),
+               b.data(), c.data(), false);
+    benchmark::DoNotOptimize(c.data());
+  }
+  set_flops(state, 2.0 * shape.m * shape.n * shape.k);
+}
+// Interleaved (shape, then backend) so each pair runs back to back.
+BENCHMARK(BM_Gemm)
+    ->ArgsProduct({{0, 1}, {0, 1, 2, 3, 4, 5}})
+    ->ArgNames({"avx512", "shape"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // ---- matmul: raw sgemm vs the autograd op (which also allocates its result)
 
