@@ -81,7 +81,8 @@ std::vector<GemmBackend> fast_backends() {
 
 TEST_CASE("sgemm implementations match the reference on every transpose pair and tile edge") {
   Rng rng(testing::fresh_seed());
-  // 14 x 32 tiles, K blocks of 256, N panels of 2048, row blocks of up to 336 per thread.
+  // 14 x 32 tiles, K blocks of at most 320 (equal lengths), N panels of 2048, row blocks of
+  // up to 336.
   const std::vector<std::array<int64_t, 3>> shapes{
       {1, 1, 1},     {13, 31, 7},   {14, 32, 256},  {15, 33, 257},  {29, 65, 513},
       {3, 2100, 70}, {40, 17, 300}, {700, 45, 270}, {130, 70, 600}, {57, 300, 33}};

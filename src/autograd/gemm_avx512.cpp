@@ -203,7 +203,7 @@ void multiply_serial(const OperandA& a, const OperandB& b, int64_t row0, int64_t
                      int64_t cols, float* c, int64_t ldc, bool accumulate) {
   if (rows <= 0 || cols <= 0) return;
   const int64_t k = a.k;
-  // K blocks of equal length (at most kKc): 288 runs as 144 + 144, not 256 + 32, so that no
+  // K blocks of equal length (at most kKc): 400 runs as 200 + 200, not 320 + 80, so that no
   // pass over C does a sliver of work.
   const int64_t k_blocks = (k + kKc - 1) / kKc;
   const int64_t kc_max = (k + k_blocks - 1) / k_blocks;
