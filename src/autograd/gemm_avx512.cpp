@@ -91,35 +91,48 @@ struct OperandB {
   float at(int64_t p, int64_t j) const { return transposed ? data[j * k + p] : data[p * n + j]; }
 };
 
-// Packs rows [row0, row0 + rows) x columns [p0, p0 + kc) of op(A), as slivers of kMr rows:
-// packed[sliver][p][r]. Rows past `rows` are zeros.
+// Masks selecting the first `cols` (0..32) floats of a 32-float sliver row, as two halves.
+struct SliverMasks {
+  __mmask16 lo, hi;
+};
+SliverMasks sliver_masks(int64_t cols) {
+  const auto first = [](int64_t count) {
+    return count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1u);
+  };
+  return {first(cols), cols > 16 ? first(cols - 16) : __mmask16(0)};
+}
+
+// Transposing copy into a sliver of `width` lines: packed[p][line] = src[line * stride + p]
+// for the first `lines` lines, zeros for the rest. Reads along each source line and writes
+// with stride `width` (the destination sliver is at most 40 KiB and stays in L1).
+void pack_lines_transposed(const float* src, int64_t stride, int64_t lines, int64_t width,
+                           int64_t kc, float* packed) {
+  for (int64_t line = 0; line < lines; ++line) {
+    const float* line_src = src + line * stride;
+    for (int64_t p = 0; p < kc; ++p)
+      packed[p * width + line] = line_src[p];
+  }
+  for (int64_t line = lines; line < width; ++line) {
+    for (int64_t p = 0; p < kc; ++p)
+      packed[p * width + line] = 0.0f;
+  }
+}
+
+// Packs rows [row0, row0 + rows) x columns [p0, p0 + kc) of op(A) as one sliver of kMr rows:
+// packed[p][r]. Rows past `rows` are zeros.
 void pack_a_sliver(const OperandA& a, int64_t row0, int64_t rows, int64_t p0, int64_t kc,
                    float* packed) {
-  if (a.transposed) {
-    // Column p of op(A) is row p of the stored [K,M] matrix: kMr contiguous floats.
-    for (int64_t p = 0; p < kc; ++p) {
-      const float* src = a.data + (p0 + p) * a.m + row0;
-      float* dst = packed + p * kMr;
-      int64_t r = 0;
-      for (; r < rows; ++r)
-        dst[r] = src[r];
-      for (; r < kMr; ++r)
-        dst[r] = 0.0f;
-    }
+  if (!a.transposed) {
+    // Row r of op(A) is contiguous in memory.
+    pack_lines_transposed(a.data + row0 * a.k + p0, a.k, rows, kMr, kc, packed);
     return;
   }
-  // Row r of op(A) is contiguous in memory: read along it, write with stride kMr (the
-  // destination sliver is at most 14 KiB and stays in L1).
-  for (int64_t r = 0; r < kMr; ++r) {
-    float* dst = packed + r;
-    if (r < rows) {
-      const float* src = a.data + (row0 + r) * a.k + p0;
-      for (int64_t p = 0; p < kc; ++p)
-        dst[p * kMr] = src[p];
-    } else {
-      for (int64_t p = 0; p < kc; ++p)
-        dst[p * kMr] = 0.0f;
-    }
+  // Column p of op(A) is row p of the stored [K,M] matrix: kMr contiguous floats.
+  for (int64_t p = 0; p < kc; ++p) {
+    const float* src = a.data + (p0 + p) * a.m + row0;
+    float* dst = packed + p * kMr;
+    for (int64_t r = 0; r < kMr; ++r)
+      dst[r] = r < rows ? src[r] : 0.0f;
   }
 }
 
@@ -127,29 +140,16 @@ void pack_a_sliver(const OperandA& a, int64_t row0, int64_t rows, int64_t p0, in
 // columns: packed[p][j]. Columns past `cols` are zeros.
 void pack_b_sliver(const OperandB& b, int64_t p0, int64_t kc, int64_t col0, int64_t cols,
                    float* packed) {
-  if (!b.transposed) {
-    const __mmask16 mask_lo = cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << cols) - 1u);
-    const __mmask16 mask_hi =
-        cols >= 32 ? __mmask16(0xFFFF)
-                   : (cols > 16 ? __mmask16((1u << (cols - 16)) - 1u) : __mmask16(0));
-    for (int64_t p = 0; p < kc; ++p) {
-      const float* src = b.data + (p0 + p) * b.n + col0;
-      _mm512_store_ps(packed + p * kNr, _mm512_maskz_loadu_ps(mask_lo, src));
-      _mm512_store_ps(packed + p * kNr + 16, _mm512_maskz_loadu_ps(mask_hi, src + 16));
-    }
+  if (b.transposed) {
+    // Column j of op(B) is row j of the stored [N,K] matrix.
+    pack_lines_transposed(b.data + col0 * b.k + p0, b.k, cols, kNr, kc, packed);
     return;
   }
-  // Column j of op(B) is row j of the stored [N,K] matrix: read along it, write with stride kNr.
-  for (int64_t j = 0; j < kNr; ++j) {
-    float* dst = packed + j;
-    if (j < cols) {
-      const float* src = b.data + (col0 + j) * b.k + p0;
-      for (int64_t p = 0; p < kc; ++p)
-        dst[p * kNr] = src[p];
-    } else {
-      for (int64_t p = 0; p < kc; ++p)
-        dst[p * kNr] = 0.0f;
-    }
+  const SliverMasks masks = sliver_masks(cols);
+  for (int64_t p = 0; p < kc; ++p) {
+    const float* src = b.data + (p0 + p) * b.n + col0;
+    _mm512_store_ps(packed + p * kNr, _mm512_maskz_loadu_ps(masks.lo, src));
+    _mm512_store_ps(packed + p * kNr + 16, _mm512_maskz_loadu_ps(masks.hi, src + 16));
   }
 }
 
@@ -177,10 +177,7 @@ void micro_kernel(int64_t kc, const float* __restrict packed_a, const float* __r
     packed_a += kMr;
     packed_b += kNr;
   }
-  const __mmask16 mask_lo = cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << cols) - 1u);
-  const __mmask16 mask_hi = cols >= 32
-                                ? __mmask16(0xFFFF)
-                                : (cols > 16 ? __mmask16((1u << (cols - 16)) - 1u) : __mmask16(0));
+  const SliverMasks masks = sliver_masks(cols);
 #pragma GCC unroll 14
   for (int64_t r = 0; r < kMr; ++r) {
     if (r < rows) {
@@ -188,11 +185,11 @@ void micro_kernel(int64_t kc, const float* __restrict packed_a, const float* __r
       __m512 lo = acc_lo[r];
       __m512 hi = acc_hi[r];
       if (accumulate) {
-        lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(mask_lo, row));
-        hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(mask_hi, row + 16));
+        lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(masks.lo, row));
+        hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(masks.hi, row + 16));
       }
-      _mm512_mask_storeu_ps(row, mask_lo, lo);
-      _mm512_mask_storeu_ps(row + 16, mask_hi, hi);
+      _mm512_mask_storeu_ps(row, masks.lo, lo);
+      _mm512_mask_storeu_ps(row + 16, masks.hi, hi);
     }
   }
 }
