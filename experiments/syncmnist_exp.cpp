@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "autograd/atomic_file.h"
@@ -62,6 +63,7 @@ struct Settings {
   std::string cache_dir = std::string(STGNN_SOURCE_DIR) + "/data";
   bool attention_all_nodes = false;
   bool stage_norm = true;
+  bool stage_residual = false;
   std::string init = "released";
   int64_t stop_after_steps = 0;  // testing aid: behave as if interrupted after N steps
   bool fully_connected = false;
@@ -164,6 +166,7 @@ nlohmann::json settings_json(const Settings& s) {
   j["cache-dir"] = s.cache_dir;
   j["attention-all-nodes"] = s.attention_all_nodes;
   j["stage-norm"] = s.stage_norm;
+  j["stage-residual"] = s.stage_residual;
   j["init"] = s.init;
   j["fully-connected"] = s.fully_connected;
   return j;
@@ -180,6 +183,7 @@ RstgConfig model_config(const Settings& s) {
   c.classes = kSyncClasses;
   c.attention_over_all_nodes = s.attention_all_nodes;
   c.stage_norm = s.stage_norm;
+  c.stage_residual = s.stage_residual;
   c.init = s.init;
   c.fully_connected = s.fully_connected;
   return c;
@@ -432,6 +436,47 @@ std::pair<double, double> paper_accuracy(const std::string& variant) {
   return it == table.end() ? std::pair<double, double>(NAN, NAN) : it->second;
 }
 
+// Config keys that do not change what a run computes: where it ran, how it printed, which build.
+bool is_volatile_config_key(const std::string& key) {
+  static const std::set<std::string> keys = {"out",   "threads", "threads_used",
+                                             "quiet", "program", "git_commit"};
+  return keys.count(key) > 0;
+}
+
+// The first recipe key on which two config.json documents differ ("" when they agree). A key
+// missing from the stored config (written before its flag existed) agrees when the wanted
+// value is the flag's default, the behaviour the older program had.
+// Keys the variant does not read (the space-stage settings of a variant without space stages)
+// are skipped too: the ablation of a recipe that changes only the space stages reuses the
+// time-only and baseline runs, which it would recompute bit for bit.
+std::string first_config_difference(const nlohmann::json& stored, const nlohmann::json& wanted,
+                                    const nlohmann::json& defaults) {
+  const bool space_stages =
+      rstg_variant_has_space_stages(parse_rstg_variant(wanted.at("variant").get<std::string>()));
+  static const std::set<std::string> space_stage_keys = {"stage-norm", "stage-residual",
+                                                         "fully-connected", "attention-all-nodes"};
+  for (const auto& [key, value] : wanted.items()) {
+    if (is_volatile_config_key(key)) continue;
+    if (!space_stages && space_stage_keys.count(key) > 0) continue;
+    if (!stored.contains(key)) {
+      if (defaults.contains(key) && defaults.at(key) == value) continue;
+      return key + " (missing from the stored config)";
+    }
+    if (stored.at(key) != value) {
+      return key + " (stored " + stored.at(key).dump() + ", now " + value.dump() + ")";
+    }
+  }
+  return "";
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  try {
+    return nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw ValueError(path + ": not valid JSON (" + e.what() + ")");
+  }
+}
+
 std::string percent(double v) {
   if (!std::isfinite(v)) return "-";
   char buffer[32];
@@ -522,6 +567,11 @@ int main(int argc, char** argv) {
                      "LayerNorm on every space stage's output (true/false; not in the paper, "
                      "keeps gradients alive through the stacked stages)")
           ->capture_default_str();
+  recipe["stage-residual"] =
+      app.add_option("--stage-residual", s.stage_residual,
+                     "residual space stages: v = x + update([x ; g]) (true/false; not in the "
+                     "paper, whose update replaces the node features)")
+          ->capture_default_str();
   app.add_option(
          "--init", s.init,
          "initialisation: released (Glorot weights, zero biases, as the authors' TensorFlow "
@@ -543,7 +593,12 @@ int main(int argc, char** argv) {
   app.add_option("--count", export_count, "videos for --export-dataset")->capture_default_str();
   bool ablation = false;
   app.add_flag("--ablation", ablation,
-               "run every variant of the paper's table with this recipe; write a table");
+               "run every variant of the paper's table with this recipe, one run directory each "
+               "under --out; write a table. A variant whose directory already holds a finished "
+               "(or interrupted) run of the same settings is reused (or continued)");
+  std::string ablation_variants_text;
+  app.add_option("--ablation-variants", ablation_variants_text,
+                 "with --ablation: only these variants, comma-separated (default: all)");
   int64_t save_samples = 0, attention_video = -1;
   AttentionPictureOptions attention_options;
   app.add_option("--save-samples", save_samples,
@@ -636,43 +691,97 @@ int main(int argc, char** argv) {
                             : s.common.out.empty()   ? RunDirectory::default_path(kProgram)
                                                      : s.common.out;
     RunDirectory run(out);
-    std::vector<std::string> variants =
-        ablation ? rstg_variant_names() : std::vector<std::string>{s.variant};
+    std::vector<std::string> variants = {s.variant};
+    // The config.json of one variant's run, in `dir`.
+    const auto variant_config = [&](const std::string& variant, const std::string& dir) {
+      Settings v = s;
+      v.variant = variant;
+      nlohmann::json config = settings_json(v);
+      config["out"] = dir;
+      config["program"] = kProgram;
+      config["git_commit"] = STGNN_GIT_COMMIT;
+      config["threads_used"] = threads;
+      return config;
+    };
+    if (ablation) {
+      variants = rstg_variant_names();
+      if (!ablation_variants_text.empty()) {
+        variants =
+            parse_name_list(ablation_variants_text, rstg_variant_names(), "--ablation-variants");
+      }
+      // An ablation reuses what its variant directories already hold, but only for the same
+      // recipe: every variant can then be trained in its own process (say one thread each on a
+      // two-core machine; results do not depend on the thread count) and gathered by one more
+      // `--ablation` call, and an interrupted ablation continues where it stopped. Every
+      // directory is checked before anything is written or trained.
+      for (const std::string& variant : variants) {
+        const std::string dir = run.file(variant);
+        if (!std::filesystem::exists(dir + "/config.json")) continue;
+        const std::string difference =
+            first_config_difference(read_json_file(dir + "/config.json"),
+                                    variant_config(variant, dir), settings_json(Settings{}));
+        if (!difference.empty()) {
+          throw ValueError("--ablation: " + dir + " holds a run with other settings: " +
+                           difference + "; choose another --out");
+        }
+      }
+      // The ablation's own config.json: `--resume DIR` on it continues the whole table.
+      nlohmann::json config = settings_json(s);
+      config["out"] = run.path();
+      config["ablation"] = true;
+      config["ablation-variants"] = join_names(variants);
+      config["program"] = kProgram;
+      config["git_commit"] = STGNN_GIT_COMMIT;
+      run.write_config(config);
+    } else if (!ablation_variants_text.empty()) {
+      throw ValueError("--ablation-variants needs --ablation");
+    }
     std::ostringstream table, csv;
     table << "| variant | test top-1 (%) | paper " << s.digits
-          << "Sync (%) | train videos/s | wall |\n|---|---|---|---|---|\n";
-    csv << "variant,test_top1,paper_top1,train_videos_per_s,wall_seconds\n";
-    RunResult last;
+          << "Sync (%) | train videos | train videos/s | threads | wall |\n"
+          << "|---|---|---|---|---|---|---|\n";
+    csv << "variant,test_top1,paper_top1,train_videos,train_videos_per_s,threads,wall_seconds\n";
     for (const std::string& variant : variants) {
       Settings v = s;
       v.variant = variant;
       RunDirectory variant_run(ablation ? run.file(variant) : run.path());
-      nlohmann::json config = settings_json(v);
-      config["out"] = variant_run.path();
-      config["program"] = kProgram;
-      config["git_commit"] = STGNN_GIT_COMMIT;
-      config["threads_used"] = threads;
-      const bool resume =
+      bool resume =
           !s.common.resume.empty() && std::filesystem::exists(variant_run.file("last.safetensors"));
-      if (!resume) variant_run.write_config(config);
-      std::printf("run directory: %s\n", variant_run.path().c_str());
-      last = run_training(v, digits, variant_run, resume, live);
-      if (last.exit_code != kExitOk) return last.exit_code;
+      bool finished = false;
+      if (ablation && std::filesystem::exists(variant_run.file("config.json"))) {
+        finished = std::filesystem::exists(variant_run.file("results.json"));
+        resume = !finished && std::filesystem::exists(variant_run.file("last.safetensors"));
+      }
+      if (!resume && !finished)
+        variant_run.write_config(variant_config(variant, variant_run.path()));
+      std::printf("run directory: %s%s\n", variant_run.path().c_str(),
+                  finished ? " (finished before: reusing its results)"
+                  : resume ? " (continuing its last checkpoint)"
+                           : "");
+      if (!finished) {
+        const RunResult trained = run_training(v, digits, variant_run, resume, live);
+        if (trained.exit_code != kExitOk) return trained.exit_code;
+      }
+      const nlohmann::json results = read_json_file(variant_run.file("results.json"));
+      const double accuracy = results.at("test_top1").get<double>();
+      const double videos_per_s = results.at("train_videos_per_s").get<double>();
+      const double wall_seconds = results.at("wall_seconds").get<double>();
+      const int64_t train_videos = results.at("train_videos").get<int64_t>();
+      const int64_t threads_used = results.at("threads").get<int64_t>();
       std::printf(
           "result: test accuracy %.2f%% (%lld test videos, %dSync, %s) | train %.1f videos/s | "
           "wall %s | run dir %s\n",
-          100 * last.test_accuracy, static_cast<long long>(v.test_videos), v.digits,
-          variant.c_str(), last.train_videos_per_s, format_duration(last.wall_seconds).c_str(),
-          variant_run.path().c_str());
+          100 * accuracy, static_cast<long long>(v.test_videos), v.digits, variant.c_str(),
+          videos_per_s, format_duration(wall_seconds).c_str(), variant_run.path().c_str());
       std::fflush(stdout);
       const auto [paper3, paper5] = paper_accuracy(variant);
       const double paper = s.digits == 3 ? paper3 : paper5;
-      table << "| " << variant << " | " << percent(100 * last.test_accuracy) << " | "
-            << percent(paper) << " | " << percent(last.train_videos_per_s) << " | "
-            << format_duration(last.wall_seconds) << " |\n";
-      csv << variant << ',' << last.test_accuracy << ','
-          << (std::isfinite(paper) ? std::to_string(paper / 100) : "") << ','
-          << last.train_videos_per_s << ',' << last.wall_seconds << '\n';
+      table << "| " << variant << " | " << percent(100 * accuracy) << " | " << percent(paper)
+            << " | " << train_videos << " | " << percent(videos_per_s) << " | " << threads_used
+            << " | " << format_duration(wall_seconds) << " |\n";
+      csv << variant << ',' << accuracy << ','
+          << (std::isfinite(paper) ? std::to_string(paper / 100) : "") << ',' << train_videos << ','
+          << videos_per_s << ',' << threads_used << ',' << wall_seconds << '\n';
     }
     if (ablation) {
       run.write_text("ablation.md", "# SyncMNIST ablation (" + std::to_string(s.digits) +

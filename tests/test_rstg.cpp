@@ -4,6 +4,7 @@
 
 #include <set>
 
+#include "graph/graph.h"
 #include "models/rstg.h"
 #include "nn/optim.h"
 #include "support/check.h"
@@ -58,6 +59,34 @@ void jitter(Module& m, Rng& rng) {
   }
 }
 
+// Kinks (see small_config) make single differences unreliable, never most of them: a third of
+// every tensor's elements and three quarters of all must agree. A wrong gradient for a tensor
+// misses on all of its elements.
+GradCheckOptions kinked_model_options(uint64_t seed) {
+  GradCheckOptions options;
+  options.seed = seed;
+  options.retry_smaller_step = true;
+  options.min_fraction_ok = 0.34;
+  options.min_overall_fraction_ok = 0.75;
+  options.max_checks_per_input = 24;
+  return options;
+}
+
+// A jittered model of `config` on a random video: its graph and time parameters' gradients
+// checked by finite differences.
+void check_graph_and_time_gradients(const RstgConfig& config) {
+  const uint64_t seed = fresh_seed();
+  Rng rng(seed);
+  Rstg model(config, rng);
+  jitter(model, rng);
+  Tensor video = rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f);
+  const GradCheckResult r =
+      gradcheck_parameters([&]() { return model.forward(video); }, graph_and_time_parameters(model),
+                           kinked_model_options(seed));
+  INFO("seed " << seed << "\n" << r.report);
+  CHECK(r.ok);
+}
+
 }  // namespace
 
 TEST_CASE("the default region graph has the documented 45 undirected edges") {
@@ -104,15 +133,7 @@ TEST_CASE("every variant: output shape, and gradients by finite differences") {
     jitter(model, rng);
     Tensor video = rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f);
     CHECK(model.forward(video).shape() == Shape{2, 6});
-    GradCheckOptions options;
-    options.seed = seed;
-    options.retry_smaller_step = true;
-    // Kinks (see small_config) make single differences unreliable, never most of them: a
-    // third of every tensor's elements and three quarters of all must agree. A wrong gradient
-    // for a tensor misses on all of its elements.
-    options.min_fraction_ok = 0.34;
-    options.min_overall_fraction_ok = 0.75;
-    options.max_checks_per_input = 24;
+    const GradCheckOptions options = kinked_model_options(seed);
     const GradCheckResult params = gradcheck_parameters([&]() { return model.forward(video); },
                                                         graph_and_time_parameters(model), options);
     INFO("seed " << seed << "\n" << params.report);
@@ -125,22 +146,51 @@ TEST_CASE("every variant: output shape, and gradients by finite differences") {
 }
 
 TEST_CASE("a GRU time stage works too, and the released all-nodes attention") {
-  Rng rng(fresh_seed());
   RstgConfig config = small_config(RstgVariant::kAllTempStages);
   config.cell = "gru";
   config.attention_over_all_nodes = true;
-  Rstg model(config, rng);
-  jitter(model, rng);
-  Tensor video = rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f);
-  GradCheckOptions options;
-  options.retry_smaller_step = true;
-  options.min_fraction_ok = 0.34;
-  options.min_overall_fraction_ok = 0.75;
-  options.max_checks_per_input = 24;
-  const GradCheckResult r = gradcheck_parameters([&]() { return model.forward(video); },
-                                                 graph_and_time_parameters(model), options);
-  INFO(r.report);
-  CHECK(r.ok);
+  check_graph_and_time_gradients(config);
+}
+
+TEST_CASE("residual space stages: the identity when the update is silent; gradients checked") {
+  Rng rng(fresh_seed());
+  // With the update MLP at zero (weights and biases: ReLU(0) = 0) a residual stage passes its
+  // nodes through unchanged, and a replacing one (the paper's) returns zeros.
+  const Graph graph(3, {0, 1, 2, 1}, {1, 0, 1, 2});
+  const Tensor x = rand_uniform({3, 4}, rng, -1.0f, 1.0f);
+  for (const bool residual : {true, false}) {
+    CAPTURE(residual);
+    SpaceStage stage(4, 0, false, residual, rng);
+    for (Tensor p : stage.update->parameters())
+      p.copy_from(Tensor::zeros(p.shape()));
+    const std::vector<float> out = stage.forward(x, Tensor(), graph).to_vector();
+    CHECK(out == (residual ? x.to_vector() : std::vector<float>(12, 0.0f)));
+  }
+
+  RstgConfig config = small_config(RstgVariant::kAllTempStages);
+  config.stage_residual = true;
+  config.stage_norm = true;
+  check_graph_and_time_gradients(config);
+}
+
+TEST_CASE("the space-stage settings change nothing in the variants without space stages") {
+  const uint64_t seed = fresh_seed();
+  Rng video_rng(seed + 1);
+  const Tensor video = rand_uniform({2, 3, 1, 22, 22}, video_rng, 0.0f, 1.0f);
+  // (the ablation reuses these variants' runs across such settings; see syncmnist_exp)
+  for (const std::string& name : rstg_variant_names()) {
+    CAPTURE(name);
+    const RstgVariant variant = parse_rstg_variant(name);
+    RstgConfig plain = small_config(variant), other = plain;
+    other.stage_norm = true;
+    other.stage_residual = true;
+    other.fully_connected = true;
+    other.attention_over_all_nodes = true;
+    Rng rng_a(seed), rng_b(seed);
+    Rstg a(plain, rng_a), b(other, rng_b);
+    const bool same = a.forward(video).to_vector() == b.forward(video).to_vector();
+    CHECK(same == !rstg_variant_has_space_stages(variant));
+  }
 }
 
 TEST_CASE("attention weights are recorded per frame and stage, and sum to one per node") {

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "autograd/atomic_file.h"
@@ -110,6 +111,84 @@ TEST_CASE("a tiny run writes the whole run directory; resume and eval reproduce 
   CHECK(text(a / "config.json") == config_before);
   CHECK(text(a / "results.json") == results_before);
   CHECK(fs::exists(w.root / "runs"));
+}
+
+// The bit-exact weights of a checkpoint, for comparing two runs.
+std::map<std::string, std::vector<float>> weights(const fs::path& checkpoint) {
+  std::map<std::string, std::vector<float>> out;
+  for (const auto& named : load_safetensors(checkpoint.string()).tensors)
+    out[named.first] = named.second.to_vector();
+  return out;
+}
+
+TEST_CASE("--ablation writes the table, reuses finished variants and continues interrupted ones") {
+  Workspace w;
+  const std::string common = "--preset tiny --quiet --mnist " + w.mnist.string();
+  const fs::path r = w.root / "ablation";
+  REQUIRE(run(common + " --ablation --ablation-variants mean-lstm,space-only --out " + r.string(),
+              w.root / "r1.log") == 0);
+  INFO(text(w.root / "r1.log"));
+  CHECK(lines(r / "ablation.csv") == 1 + 2);
+  const std::string table = text(r / "ablation.md");
+  CHECK(table.find("| mean-lstm |") != std::string::npos);
+  CHECK(table.find("| space-only | ") != std::string::npos);
+  CHECK(table.find("| 77.0 |") != std::string::npos);  // the paper's mean-lstm figure beside ours
+  CHECK(nlohmann::json::parse(text(r / "config.json")).at("ablation-variants") ==
+        "mean-lstm,space-only");
+
+  // One more variant trained on its own (as a second process would), then one gathering call:
+  // the finished runs are reused untouched, the table holds all three.
+  REQUIRE(run(common + " --variant time-only --out " + (r / "time-only").string(),
+              w.root / "t.log") == 0);
+  const std::string mean_lstm_results = text(r / "mean-lstm" / "results.json");
+  REQUIRE(run(common + " --ablation --ablation-variants mean-lstm,space-only,time-only --out " +
+                  r.string(),
+              w.root / "r2.log") == 0);
+  const std::string gathered = text(w.root / "r2.log");
+  CHECK(gathered.find("training:") == std::string::npos);  // nothing was trained again
+  CHECK(gathered.find("reusing its results") != std::string::npos);
+  CHECK(text(r / "mean-lstm" / "results.json") == mean_lstm_results);
+  CHECK(lines(r / "ablation.csv") == 1 + 3);
+  const double time_only_top1 =
+      nlohmann::json::parse(text(r / "time-only" / "results.json")).at("test_top1");
+  CHECK(text(r / "ablation.csv").find("time-only," + std::to_string(time_only_top1).substr(0, 4)) !=
+        std::string::npos);
+
+  // A recipe that changes only the space stages reuses the variants without space stages.
+  REQUIRE(run(common + " --stage-residual true --ablation --ablation-variants time-only --out " +
+                  r.string(),
+              w.root / "r3.log") == 0);
+  CHECK(text(w.root / "r3.log").find("reusing its results") != std::string::npos);
+  CHECK(run(common + " --stage-residual true --ablation --ablation-variants space-only --out " +
+                r.string(),
+            w.root / "r4.log") == 1);
+  CHECK(text(w.root / "r4.log").find("other settings: stage-residual") != std::string::npos);
+
+  // An ablation stopped mid-variant (as by Ctrl-C) continues it on the next call and ends
+  // bit-identical to the uninterrupted variant.
+  const fs::path s = w.root / "stopped";
+  CHECK(run(common + " --ablation --ablation-variants space-only --stop-after-steps 3 --out " +
+                s.string(),
+            w.root / "s1.log") == 130);
+  CHECK(!fs::exists(s / "space-only" / "results.json"));
+  REQUIRE(run(common + " --ablation --ablation-variants space-only --out " + s.string(),
+              w.root / "s2.log") == 0);
+  CHECK(text(w.root / "s2.log").find("continuing its last checkpoint") != std::string::npos);
+  CHECK(weights(s / "space-only" / "last.safetensors") ==
+        weights(r / "space-only" / "last.safetensors"));
+  CHECK(text(s / "space-only" / "predictions_test.csv") ==
+        text(r / "space-only" / "predictions_test.csv"));
+
+  // A variant directory trained with other settings is never mixed into the table.
+  CHECK(run(common + " --lr 0.01 --ablation --ablation-variants mean-lstm --out " + r.string(),
+            w.root / "x.log") == 1);
+  CHECK(text(w.root / "x.log").find("other settings: lr") != std::string::npos);
+  CHECK(text(r / "config.json").find("0.01") == std::string::npos);  // nothing was overwritten
+  CHECK(run(common + " --ablation --ablation-variants mean-lstm,bogus --out " + r.string(),
+            w.root / "y.log") == 1);
+  CHECK(text(w.root / "y.log").find("--ablation-variants") != std::string::npos);
+  CHECK(run(common + " --ablation-variants mean-lstm", w.root / "z.log") == 1);
+  CHECK(text(w.root / "z.log").find("needs --ablation") != std::string::npos);
 }
 
 TEST_CASE("--export-dataset writes videos, labels, digits and positions as .npy") {

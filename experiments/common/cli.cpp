@@ -157,6 +157,31 @@ std::string join_list(const std::vector<int64_t>& values) {
   return s;
 }
 
+std::vector<std::string> parse_name_list(const std::string& text,
+                                         const std::vector<std::string>& allowed,
+                                         const std::string& flag) {
+  std::vector<std::string> names;
+  std::stringstream list(text);
+  for (std::string item; std::getline(list, item, ',');) {
+    if (std::find(allowed.begin(), allowed.end(), item) == allowed.end()) {
+      throw ValueError(flag + ": unknown name '" + item + "' (known: " + join_names(allowed) + ")");
+    }
+    if (std::find(names.begin(), names.end(), item) != names.end()) {
+      throw ValueError(flag + ": '" + item + "' appears twice");
+    }
+    names.push_back(item);
+  }
+  if (names.empty()) throw ValueError(flag + ": empty list");
+  return names;
+}
+
+std::string join_names(const std::vector<std::string>& names) {
+  std::string s;
+  for (size_t i = 0; i < names.size(); ++i)
+    s += (i ? "," : "") + names[i];
+  return s;
+}
+
 int apply_threads(int threads) {
   if (threads > 0) set_num_threads(threads);
   return num_threads();

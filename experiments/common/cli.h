@@ -48,6 +48,13 @@ bool given_on_command_line(int argc, char** argv, const std::string& flag);
 std::vector<int64_t> parse_positive_list(const std::string& text, const std::string& flag);
 // {32, 64, 128} -> "32,64,128".
 std::string join_list(const std::vector<int64_t>& values);
+// "a,b" -> {"a", "b"}. ValueError naming `flag` and the allowed names unless every item is
+// one of `allowed`, or when the list is empty or repeats a name.
+std::vector<std::string> parse_name_list(const std::string& text,
+                                         const std::vector<std::string>& allowed,
+                                         const std::string& flag);
+// {"a", "b"} -> "a,b".
+std::string join_names(const std::vector<std::string>& names);
 
 // Applies --threads (0 = all cores) to OpenMP and returns the count in use.
 int apply_threads(int threads);

@@ -47,6 +47,11 @@ std::vector<std::string> rstg_variant_names() {
   return names;
 }
 
+bool rstg_variant_has_space_stages(RstgVariant variant) {
+  return variant != RstgVariant::kTimeOnly && variant != RstgVariant::kMeanLstm &&
+         variant != RstgVariant::kConvLstm;
+}
+
 int64_t rstg_map_size(const RstgConfig& config) {
   int64_t size = config.image_size;
   for (size_t i = 0; i < config.backbone_channels.size(); ++i)
@@ -177,7 +182,8 @@ void released_init(Module& model, int64_t hidden, Rng& rng) {
 
 // ---------------------------------------------------------------- SpaceStage
 
-SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, Rng& rng) : dim_(dim) {
+SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, bool residual, Rng& rng)
+    : dim_(dim), residual_(residual) {
   const int64_t in = dim + position_dim;
   // The send MLP's first layer on [x_j ; x_i] is W_j x_j + W_i x_i: two per-node products
   // and a per-edge add instead of a product per edge on 2D-wide rows.
@@ -206,8 +212,9 @@ Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const Graph
   Tensor weights = edge_softmax(scores, g);
   if (attention) *attention = weights;
   Tensor gathered = relu(add(scatter(messages, g, Reduce::kSum, weights), gather_bias));
-  // Update: v_i = MLP([x_i ; g_i]).
+  // Update: v_i = MLP([x_i ; g_i]) (+ x_i when residual).
   Tensor out = update->forward(concat({x, gathered}, 1));
+  if (residual_) out = add(out, x);
   return output_norm ? output_norm->forward(out) : out;
 }
 
@@ -250,9 +257,10 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
         register_module("node_projection", std::make_shared<Linear>(channels, d, true, rng));
   const bool positional = v == RstgVariant::kPositional;
   if (positional) positions_ = gaussian_positions(cells_, map, config.positional_std);
-  if (v != RstgVariant::kTimeOnly) {
-    space_ = register_module("space", std::make_shared<SpaceStage>(d, positional ? map * map : 0,
-                                                                   config.stage_norm, rng));
+  if (rstg_variant_has_space_stages(v)) {
+    space_ = register_module(
+        "space", std::make_shared<SpaceStage>(d, positional ? map * map : 0, config.stage_norm,
+                                              config.stage_residual, rng));
   }
   if (v == RstgVariant::kTimeOnly || v == RstgVariant::kAllTempStages ||
       v == RstgVariant::kPositional) {

@@ -34,6 +34,10 @@ enum class RstgVariant {
 RstgVariant parse_rstg_variant(const std::string& name);
 std::string rstg_variant_name(RstgVariant variant);
 std::vector<std::string> rstg_variant_names();
+// False for the variants without a space stage (time-only and the two baselines): they read
+// none of the space-stage settings (stage_norm, stage_residual, fully_connected,
+// attention_over_all_nodes), so changing those leaves their parameters and outputs alone.
+bool rstg_variant_has_space_stages(RstgVariant variant);
 
 struct RstgConfig {
   RstgVariant variant = RstgVariant::kAllTempStages;
@@ -54,6 +58,11 @@ struct RstgConfig {
   // space and time stages shrink gradients by ~10^4 between the classifier and the backbone at
   // PyTorch's default initialisation (measured), and the full model barely leaves chance.
   bool stage_norm = false;
+  // Residual space stage (not in the paper, whose update replaces the node features):
+  // v_i = x_i + MLP([x_i ; g_i]), before the stage norm. The identity path lets a node keep
+  // what its time stages learnt while the messages are still noise; measured on 3Sync at the
+  // default preset, the released (replacing) update learns slower than no space stage at all.
+  bool stage_residual = false;
   // "released": every conv, linear and recurrent weight Glorot-uniform and every bias zero, as
   // in the authors' TensorFlow code (tf.layers and CudnnLSTM defaults). "torch": PyTorch's
   // defaults (U(-1/sqrt(fan_in), 1/sqrt(fan_in))), which shrink the signal about 2.4x per
@@ -69,8 +78,9 @@ int64_t rstg_map_size(const RstgConfig& config);
 // stages and frames.
 class SpaceStage : public Module {
  public:
-  // layer_norm: LayerNorm on the stage's output (see RstgConfig::stage_norm).
-  SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, Rng& rng);
+  // layer_norm: LayerNorm on the stage's output (see RstgConfig::stage_norm); residual: add
+  // the input to the update's output (RstgConfig::stage_residual).
+  SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, bool residual, Rng& rng);
   // x [N, D] node features, positions [N, P] or undefined -> [N, D]; optionally returns the
   // attention weights [E, 1] (for pictures). An edge attribute, when the graph has one, is
   // added to the attention score (the released code's +1 on region-graph edges).
@@ -85,6 +95,7 @@ class SpaceStage : public Module {
 
  private:
   int64_t dim_;
+  bool residual_;
 };
 
 class Rstg : public Module {
