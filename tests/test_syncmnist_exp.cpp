@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "autograd/atomic_file.h"
 #include "autograd/safetensors.h"
@@ -189,6 +190,39 @@ TEST_CASE("--ablation writes the table, reuses finished variants and continues i
   CHECK(text(w.root / "y.log").find("--ablation-variants") != std::string::npos);
   CHECK(run(common + " --ablation-variants mean-lstm", w.root / "z.log") == 1);
   CHECK(text(w.root / "z.log").find("needs --ablation") != std::string::npos);
+}
+
+TEST_CASE("--easy-none-probability sets how often the curriculum's two digits move apart") {
+  // Trained only on curriculum videos whose digits all move independently (label 45, "none"),
+  // the model answers "none" for every test video; trained on synchronised pairs only, never.
+  Workspace w;
+  const std::string common =
+      "--preset tiny --quiet --lr 0.05 --easy-epochs 2 --mnist " + w.mnist.string();
+  for (const int probability : {1, 0}) {
+    CAPTURE(probability);
+    const fs::path out = w.root / ("p" + std::to_string(probability));
+    REQUIRE(run(common + " --easy-none-probability " + std::to_string(probability) + " --out " +
+                    out.string(),
+                w.root / "p.log") == 0);
+    CHECK(nlohmann::json::parse(text(out / "config.json")).at("easy-none-probability") ==
+          probability);
+    std::ifstream in(out / "predictions_test.csv");
+    std::string line;
+    std::getline(in, line);  // header: index,label,pred,probability
+    int64_t none = 0, videos = 0;
+    for (; std::getline(in, line); ++videos) {
+      std::stringstream fields(line);
+      std::string index, label, pred;
+      std::getline(fields, index, ',');
+      std::getline(fields, label, ',');
+      std::getline(fields, pred, ',');
+      none += pred == "45";
+    }
+    CHECK(videos == 64);
+    CHECK(none == (probability == 1 ? videos : 0));
+  }
+  CHECK(run(common + " --easy-none-probability 1.5", w.root / "bad.log") == 1);
+  CHECK(text(w.root / "bad.log").find("--easy-none-probability") != std::string::npos);
 }
 
 TEST_CASE("--export-dataset writes videos, labels, digits and positions as .npy") {
