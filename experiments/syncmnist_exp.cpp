@@ -724,7 +724,8 @@ int main(int argc, char** argv) {
       }
       // An ablation reuses what its variant directories already hold, but only for the same
       // recipe: every variant can then be trained in its own process (say one thread each on a
-      // two-core machine; results do not depend on the thread count) and gathered by one more
+      // two-core machine; the thread count is not part of the recipe, though it changes the
+      // rounding of some sums) and gathered by one more
       // `--ablation` call, and an interrupted ablation continues where it stopped. Every
       // directory is checked before anything is written or trained.
       for (const std::string& variant : variants) {
