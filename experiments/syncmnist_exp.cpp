@@ -749,13 +749,13 @@ int main(int argc, char** argv) {
       Settings v = s;
       v.variant = variant;
       RunDirectory variant_run(ablation ? run.file(variant) : run.path());
-      bool resume =
-          !s.common.resume.empty() && std::filesystem::exists(variant_run.file("last.safetensors"));
-      bool finished = false;
-      if (ablation && std::filesystem::exists(variant_run.file("config.json"))) {
-        finished = std::filesystem::exists(variant_run.file("results.json"));
-        resume = !finished && std::filesystem::exists(variant_run.file("last.safetensors"));
-      }
+      // An ablation's variant directory that passed the settings check above is reused when
+      // finished and continued from its checkpoint otherwise; a single run continues only with
+      // --resume.
+      const bool checked = ablation && std::filesystem::exists(variant_run.file("config.json"));
+      const bool finished = checked && std::filesystem::exists(variant_run.file("results.json"));
+      const bool resume = !finished && (checked || !s.common.resume.empty()) &&
+                          std::filesystem::exists(variant_run.file("last.safetensors"));
       if (!resume && !finished)
         variant_run.write_config(variant_config(variant, variant_run.path()));
       std::printf("run directory: %s%s\n", variant_run.path().c_str(),
