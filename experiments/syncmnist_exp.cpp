@@ -48,6 +48,7 @@ struct Settings {
   std::string cell = "lstm";
   std::vector<int64_t> channels = {16, 32, 64};  // defaults = the default preset
   bool backbone_bn = true;
+  bool motion_input = false;
   int64_t node_dim = 64;
   int64_t stages = 3;
   int64_t videos_per_epoch = 6400;
@@ -156,6 +157,7 @@ nlohmann::json settings_json(const Settings& s) {
   j["cell"] = s.cell;
   j["channels"] = join_list(s.channels);
   j["backbone-bn"] = s.backbone_bn;
+  j["motion-input"] = s.motion_input;
   j["node-dim"] = s.node_dim;
   j["stages"] = s.stages;
   j["videos-per-epoch"] = s.videos_per_epoch;
@@ -183,6 +185,7 @@ RstgConfig model_config(const Settings& s) {
   c.variant = parse_rstg_variant(s.variant);
   c.backbone_channels = s.channels;
   c.backbone_batch_norm = s.backbone_bn;
+  c.motion_input = s.motion_input;
   c.node_dim = s.node_dim;
   c.stages = s.stages;
   c.cell = s.cell;
@@ -519,6 +522,11 @@ int main(int argc, char** argv) {
           ->capture_default_str();
   app.add_option("--backbone-bn", s.backbone_bn, "BatchNorm after each backbone conv (true/false)")
       ->capture_default_str();
+  recipe["motion-input"] =
+      app.add_option("--motion-input", s.motion_input,
+                     "the backbone also sees the frame difference F_t - F_(t-1) (true/false; a "
+                     "temporal kernel of 2 in the first layer, not in the released model)")
+          ->capture_default_str();
   recipe["node-dim"] = app.add_option("--node-dim", s.node_dim, "node feature size D")
                            ->capture_default_str()
                            ->check(CLI::PositiveNumber);
@@ -714,10 +722,9 @@ int main(int argc, char** argv) {
       }
       // An ablation reuses what its variant directories already hold, but only for the same
       // recipe: every variant can then be trained in its own process (say one thread each on a
-      // two-core machine; the thread count is not part of the recipe, though it changes the
-      // rounding of some sums) and gathered by one more
-      // `--ablation` call, and an interrupted ablation continues where it stopped. Every
-      // directory is checked before anything is written or trained.
+      // two-core machine; the thread count is not part of the recipe and changes no result)
+      // and gathered by one more `--ablation` call, and an interrupted ablation continues
+      // where it stopped. Every directory is checked before anything is written or trained.
       for (const std::string& variant : variants) {
         const std::string dir = run.file(variant);
         if (!std::filesystem::exists(dir + "/config.json")) continue;

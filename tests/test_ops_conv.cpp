@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "autograd/ops.h"
+#include "autograd/parallel.h"
 #include "support/check.h"
 
 using namespace stgnn;
@@ -73,6 +74,38 @@ TEST_CASE("conv2d equals the direct loop; gradients for several geometries") {
                   ShapeError);
   CHECK_THROWS_AS(conv2d(Tensor::zeros({1, 1, 2, 2}), Tensor::zeros({3, 1, 3, 3}), Tensor()),
                   ShapeError);
+}
+
+TEST_CASE("conv2d's gradients are bit-identical for any thread count") {
+  // The weight gradient sums over images; its partials follow fixed image groups, not threads.
+  // 37 images: more than the 16 groups, and groups of unequal size. Both kernels: the direct
+  // one (a 1-channel 3x3 patch) and im2col + sgemm.
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Rng rng(seed);
+  for (const Shape& w_shape : {Shape{4, 1, 3, 3}, Shape{5, 4, 3, 3}}) {
+    CAPTURE(shape_str(w_shape));
+    const Tensor x = random_tensor({37, w_shape[1], 9, 8}, rng), w = random_tensor(w_shape, rng),
+                 b = random_tensor({w_shape[0]}, rng);
+    const Tensor upstream = random_tensor({37, w_shape[0], 7, 6}, rng);
+    const auto gradients = [&](int threads) {
+      set_num_threads(threads);
+      Tensor xs = x.copy().set_requires_grad(true), ws = w.copy().set_requires_grad(true),
+             bs = b.copy().set_requires_grad(true);
+      conv2d(xs, ws, bs).backward(upstream);
+      std::vector<float> all = xs.grad().to_vector();
+      for (const Tensor& g : {ws.grad(), bs.grad()}) {
+        const std::vector<float> v = g.to_vector();
+        all.insert(all.end(), v.begin(), v.end());
+      }
+      return all;
+    };
+    const int saved = num_threads();
+    const std::vector<float> one = gradients(1), two = gradients(2), three = gradients(3);
+    set_num_threads(saved);
+    CHECK(one == two);
+    CHECK(one == three);
+  }
 }
 
 TEST_CASE("max_pool2d and avg_pool2d: values and gradients") {

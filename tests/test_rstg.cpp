@@ -173,6 +173,43 @@ TEST_CASE("residual space stages: the identity when the update is silent; gradie
   check_graph_and_time_gradients(config);
 }
 
+TEST_CASE("motion input: the backbone sees F_t - F_(t-1), zero for a still video") {
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Rng rng(seed);
+  RstgConfig config = small_config(RstgVariant::kAllTempStages);
+  config.motion_input = true;
+  Rstg model(config, rng);
+  Tensor first_conv;  // [out, 2C, 3, 3]: input channel 0 the frame, 1 the difference
+  for (const auto& [name, p] : model.named_parameters()) {
+    if (!first_conv.defined() && p.dim() == 4) first_conv = p;
+  }
+  REQUIRE(first_conv.size(1) == 2);
+  const Tensor frame = rand_uniform({2, 1, 1, 22, 22}, rng, 0.0f, 1.0f);
+  const Tensor still = concat({frame, frame, frame}, 1);  // [2, 3, 1, 22, 22]
+  Tensor moving = still.copy();
+  for (int64_t i = 0; i < 22 * 22; ++i)  // frame 1 of video 0 differs from frame 0
+    moving.data()[22 * 22 + i] = rng.uniform();
+  const std::vector<float> still_before = model.forward(still).to_vector();
+  const std::vector<float> moving_before = model.forward(moving).to_vector();
+  // Change only the weights reading the difference channel.
+  for (int64_t o = 0; o < first_conv.size(0); ++o) {
+    for (int64_t k = 0; k < 9; ++k)
+      first_conv.data()[(o * 2 + 1) * 9 + k] += 0.5f;
+  }
+  CHECK(model.forward(still).to_vector() == still_before);  // the first frame's difference is 0
+  CHECK(model.forward(moving).to_vector() != moving_before);
+
+  jitter(model, rng);
+  Tensor video = rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f);
+  const GradCheckResult input =
+      gradcheck([&](const std::vector<Tensor>& in) { return model.forward(in[0]); }, {video},
+                kinked_model_options(seed));
+  INFO(input.report);
+  CHECK(input.ok);
+  check_graph_and_time_gradients(config);
+}
+
 TEST_CASE("the space-stage settings change nothing in the variants without space stages") {
   const uint64_t seed = fresh_seed();
   Rng video_rng(seed + 1);

@@ -60,7 +60,7 @@ TEST_CASE("a tiny run writes the whole run directory; resume and eval reproduce 
   Workspace w;
   const std::string common = "--preset tiny --quiet --mnist " + w.mnist.string();
   const fs::path a = w.root / "a";
-  REQUIRE(run(common + " --out " + a.string(), w.root / "a.log") == 0);
+  REQUIRE(run(common + " --threads 2 --out " + a.string(), w.root / "a.log") == 0);
   INFO(text(w.root / "a.log"));
   for (const char* name : {"config.json", "metrics.csv", "curves.svg", "last.safetensors",
                            "best.safetensors", "results.json", "predictions_test.csv"}) {
@@ -93,6 +93,17 @@ TEST_CASE("a tiny run writes the whole run directory; resume and eval reproduce 
     CHECK(resumed.tensors.at(name).to_vector() == t.to_vector());
   }
   CHECK(text(a / "predictions_test.csv") == text(b / "predictions_test.csv"));
+
+  // One thread instead of two: the same run bit for bit (no sum depends on the thread count).
+  const fs::path c = w.root / "c";
+  REQUIRE(run(common + " --threads 1 --out " + c.string(), w.root / "c.log") == 0);
+  const NamedTensors single = load_safetensors((c / "last.safetensors").string());
+  for (const auto& named : straight.tensors) {
+    const std::string& name = named.first;
+    CAPTURE(name);
+    CHECK(single.tensors.at(name).to_vector() == named.second.to_vector());
+  }
+  CHECK(text(c / "predictions_test.csv") == text(a / "predictions_test.csv"));
 
   // --eval on the best checkpoint reproduces the test predictions.
   const fs::path e = w.root / "e";
@@ -224,6 +235,24 @@ TEST_CASE("--easy-none-probability sets how often the curriculum's two digits mo
   }
   CHECK(run(common + " --easy-none-probability 1.5", w.root / "bad.log") == 1);
   CHECK(text(w.root / "bad.log").find("--easy-none-probability") != std::string::npos);
+}
+
+TEST_CASE("--motion-input: recorded, a two-channel first conv, and --eval rebuilds it") {
+  Workspace w;
+  const fs::path a = w.root / "a";
+  REQUIRE(run("--preset tiny --quiet --mnist " + w.mnist.string() + " --motion-input true --out " +
+                  a.string(),
+              w.root / "a.log") == 0);
+  INFO(text(w.root / "a.log"));
+  CHECK(nlohmann::json::parse(text(a / "config.json")).at("motion-input") == true);
+  const NamedTensors checkpoint = load_safetensors((a / "last.safetensors").string());
+  REQUIRE(checkpoint.tensors.count("backbone.0.weight") == 1);
+  CHECK(checkpoint.tensors.at("backbone.0.weight").size(1) == 2);  // the frame, the difference
+  const fs::path e = w.root / "e";
+  CHECK(run("--quiet --eval " + (a / "best.safetensors").string() + " --config " +
+                (a / "config.json").string() + " --out " + e.string(),
+            w.root / "e.log") == 0);
+  CHECK(text(e / "predictions_test.csv") == text(a / "predictions_test.csv"));
 }
 
 TEST_CASE("--export-dataset writes videos, labels, digits and positions as .npy") {

@@ -228,7 +228,7 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
     throw ValueError("RSTG: backbone needs at least one conv block");
   const int64_t map = rstg_map_size(config);
   backbone_ = register_module("backbone", std::make_shared<Sequential>());
-  int64_t channels = config.in_channels;
+  int64_t channels = config.motion_input ? 2 * config.in_channels : config.in_channels;
   for (int64_t width : config.backbone_channels) {
     backbone_->add(std::make_shared<Conv2d>(channels, width, 3, 1, 0, true, rng));
     if (config.backbone_batch_norm) backbone_->add(std::make_shared<BatchNorm2d>(width));
@@ -318,8 +318,14 @@ Tensor Rstg::forward(const Tensor& video) {
   }
   const int64_t b = video.size(0), t = video.size(1);
   if (record_attention) last_attention.clear();
+  Tensor frames = video;  // [B, T, C, H, W]
+  if (config_.motion_input) {
+    // previous [B, T, C, H, W]: frame 0 repeated, then frames 0 .. T-2.
+    Tensor previous = t > 1 ? concat({slice(video, 1, 0, 1), slice(video, 1, 0, t - 1)}, 1) : video;
+    frames = concat({video, sub(video, previous)}, 2);  // [B, T, 2C, H, W]
+  }
   Tensor map = backbone_forward(
-      video.reshape({b * t, config_.in_channels, config_.image_size, config_.image_size}));
+      frames.reshape({b * t, frames.size(2), config_.image_size, config_.image_size}));
   const RstgVariant v = config_.variant;
 
   // Baselines: one feature vector per frame, a recurrent cell over frames.

@@ -45,7 +45,13 @@ struct RstgConfig {
   int64_t image_size = 64;
   std::vector<int64_t> backbone_channels = {32, 64, 128};  // paper: 512, 512, 512
   bool backbone_batch_norm = true;  // BatchNorm2d after each conv (not in the paper)
-  int64_t node_dim = 128;           // D; a linear projection is added when != last channel
+  // The backbone also sees the frame difference F_t - F_{t-1} (zero for the first frame) as
+  // extra input channels: a first layer with a temporal kernel of 2, the smallest "3D
+  // backbone" of the paper's "2D (or 3D) backbone". Not in the released SyncMNIST model. The
+  // 6x6 map and area-average nodes blur where a digit is inside its cell, so frame-to-frame
+  // jumps are hard to see from node features alone; a difference image shows them locally.
+  bool motion_input = false;
+  int64_t node_dim = 128;  // D; a linear projection is added when != last channel
   std::vector<int64_t> grids = {3, 2, 1};
   int64_t stages = 3;            // K
   std::string cell = "lstm";     // time stage: "lstm" or "gru"
