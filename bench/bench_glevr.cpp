@@ -13,10 +13,10 @@
 // of 4 GiB on their own, so each batch's features are generated when it is needed (a seeded
 // function of the take and view), as a loader streaming them from disk would provide them.
 //
-//   build/bench_glevr --benchmark_filter='GlevrEpoch/5000/30/4'      (the measurement; long)
-//   build/bench_glevr --benchmark_filter='GlevrEpoch/648/'            (20 batches of 32 and one of 8,
-//                                                                     like 5,000's last batch; 3 min)
-//   build/bench_glevr --benchmark_filter='GlevrEpoch/64/'             (smoke test)
+//   build/bench_glevr --benchmark_filter='GlevrEpoch/5000/30/4'   the measurement; long
+//   build/bench_glevr --benchmark_filter='GlevrEpoch/648/'         20 batches of 32 and one of 8,
+//                                                                  like 5,000's last; 3 min
+//   build/bench_glevr --benchmark_filter='GlevrEpoch/64/'          smoke test
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 

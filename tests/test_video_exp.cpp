@@ -480,7 +480,7 @@ TEST_CASE(
                              (dir / "run") + " --cache " + cache + " --epochs 14 " + model_flags);
   INFO("stdout:\n" << train.out << "\nstderr:\n" << train.err);
   REQUIRE(train.code == 0);
-  CHECK(train.seconds < 60);
+  // (No wall-time check: speed goals live in bench/, and a loaded CI machine is no measure.)
   CHECK(contains(train.out, "decoding 48 clips"));
   CHECK(contains(train.out, "cache: wrote " + cache));
   CHECK(contains(train.out, "data: 48 clips (32 train, 16 val, 0 skipped), 2 classes"));

@@ -9,7 +9,6 @@ namespace stgnn {
 
 namespace {
 
-
 struct MatmulDims {
   int64_t batch, m, k, n;
   bool batched_a, batched_b;

@@ -10,8 +10,8 @@
 #include <set>
 #include <sstream>
 
-#include "data/csv.h"
 #include "autograd/atomic_file.h"
+#include "data/csv.h"
 #include "data/npy.h"
 #include "data/torch_pt.h"
 

@@ -1,6 +1,5 @@
 #include "data/mnist.h"
 
-
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -291,7 +290,6 @@ std::vector<TarFile> parse_tar(const uint8_t* data, size_t size, const std::stri
 
 // ---- files ----
 
-
 // ---- npm ----
 
 std::string find_on_path(const std::string& program) {
@@ -402,7 +400,6 @@ std::vector<int64_t> class_counts(const DigitSet& set) {
   }
   return counts;
 }
-
 
 std::vector<uint8_t> gunzip(const uint8_t* data, size_t size, size_t max_output,
                             const std::string& name) {

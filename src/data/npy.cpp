@@ -6,8 +6,8 @@
 #include <fstream>
 #include <limits>
 
-#include "data/bytes.h"
 #include "autograd/atomic_file.h"
+#include "data/bytes.h"
 
 namespace stgnn {
 

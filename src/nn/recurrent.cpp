@@ -11,7 +11,6 @@
 // in front of h_1 .. h_T precisely so that the stacked previous states need no copy).
 #include "nn/recurrent.h"
 
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -27,7 +26,6 @@ namespace stgnn {
 namespace rnn {
 
 namespace {
-
 
 // exp(x) written so that GCC vectorises it inside `omp simd` loops (a libm call keeps such a
 // loop scalar unless -ffast-math enables libmvec). Reduction x = n ln2 + r with |r| <= ln2 / 2

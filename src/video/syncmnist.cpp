@@ -240,7 +240,8 @@ int64_t source_digit(uint64_t seed, uint64_t index, int64_t pool_count) {
   const uint64_t n = static_cast<uint64_t>(pool_count);
   const uint64_t key = mix64(seed ^ mix64(index / n + 0x50a5ce));
   int bits = 1;
-  while ((uint64_t{1} << bits) < n) ++bits;
+  while ((uint64_t{1} << bits) < n)
+    ++bits;
   const uint64_t mask = (uint64_t{1} << bits) - 1;
   // Each round is a bijection on [0, 2^bits): multiply by an odd constant, add a key, xor-shift
   // right. Cycle-walking (re-applying until the value falls below n) restricts the bijection
