@@ -1154,7 +1154,7 @@ int plot_take(const Settings& s, const std::string& wanted) {
   RunDirectory run(s.common.out.empty() ? RunDirectory::default_path(kProgram) : s.common.out);
   nlohmann::json config = settings_json(s);
   config["program"] = kProgram;
-  config["git_commit"] = STGNN_GIT_COMMIT;
+  config["git_commit"] = git_commit();
   config["evaluated_checkpoint"] = s.common.eval;
   config["plot-take"] = wanted;
   run.write_config(config);
@@ -1345,7 +1345,7 @@ int main(int argc, char** argv) {
       RunDirectory run(s.common.out.empty() ? RunDirectory::default_path(kProgram) : s.common.out);
       nlohmann::json config = settings_json(s);
       config["program"] = kProgram;
-      config["git_commit"] = STGNN_GIT_COMMIT;
+      config["git_commit"] = git_commit();
       config["evaluated_checkpoint"] = s.common.eval;
       run.write_config(config);
       TrainState st;
@@ -1363,7 +1363,7 @@ int main(int argc, char** argv) {
       nlohmann::json config = settings_json(s);
       config["out"] = run.path();
       config["program"] = kProgram;
-      config["git_commit"] = STGNN_GIT_COMMIT;
+      config["git_commit"] = git_commit();
       config["threads_used"] = threads;
       config["video_dim"] = data.video_dim;
       config["text_dim"] = data.text_dim;

@@ -683,7 +683,7 @@ int main(int argc, char** argv) {
       RunDirectory run(s.common.out.empty() ? RunDirectory::default_path(kProgram) : s.common.out);
       nlohmann::json config = settings_json(s);
       config["program"] = kProgram;
-      config["git_commit"] = STGNN_GIT_COMMIT;
+      config["git_commit"] = git_commit();
       config["evaluated_checkpoint"] = s.common.eval;
       run.write_config(config);
       const SyncBatch test_set =
@@ -710,7 +710,7 @@ int main(int argc, char** argv) {
       nlohmann::json config = settings_json(v);
       config["out"] = dir;
       config["program"] = kProgram;
-      config["git_commit"] = STGNN_GIT_COMMIT;
+      config["git_commit"] = git_commit();
       config["threads_used"] = threads;
       return config;
     };
@@ -742,7 +742,7 @@ int main(int argc, char** argv) {
       config["ablation"] = true;
       config["ablation-variants"] = join_names(variants);
       config["program"] = kProgram;
-      config["git_commit"] = STGNN_GIT_COMMIT;
+      config["git_commit"] = git_commit();
       run.write_config(config);
     } else if (!ablation_variants_text.empty()) {
       throw ValueError("--ablation-variants needs --ablation");

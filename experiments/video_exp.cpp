@@ -322,7 +322,7 @@ int run_training(const Settings& s, bool live, int threads) {
     nlohmann::json config = settings_json(s);
     config["out"] = run.path();
     config["program"] = kProgram;
-    config["git_commit"] = STGNN_GIT_COMMIT;
+    config["git_commit"] = git_commit();
     config["threads_used"] = threads;
     run.write_config(config);
     run.write_text("labels.json", labels_json(names));
@@ -510,7 +510,7 @@ int run_evaluation(Settings s, bool clips_given, bool labels_given, bool out_giv
   run.write_text(file, predictions_csv(list, names, good, eval));
   nlohmann::json summary = settings_json(s);
   summary["program"] = kProgram;
-  summary["git_commit"] = STGNN_GIT_COMMIT;
+  summary["git_commit"] = git_commit();
   summary["evaluated_checkpoint"] = checkpoint;
   summary["clips_evaluated"] = good.size();
   summary["clips_skipped"] = clips.failed();

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -46,6 +47,19 @@ std::string text(const fs::path& p) {
   return read_file(p.string());
 }
 
+// The first line `command` prints ("" when it fails).
+std::string first_line_of(const std::string& command) {
+  std::string line;
+  if (FILE* pipe = ::popen(command.c_str(), "r")) {
+    char buffer[256];
+    if (std::fgets(buffer, sizeof buffer, pipe)) line = buffer;
+    ::pclose(pipe);
+  }
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
+    line.pop_back();
+  return line;
+}
+
 int64_t lines(const fs::path& p) {
   std::ifstream in(p);
   int64_t n = 0;
@@ -75,6 +89,12 @@ TEST_CASE("a tiny run writes the whole run directory; resume and eval reproduce 
   const auto config = nlohmann::json::parse(text(a / "config.json"));
   CHECK(config.at("preset") == "tiny");
   CHECK(config.at("channels") == "4,8,8");
+  // The commit the program was built from, taken at build time (`make test` builds first), not
+  // a stamp from the last configure.
+  std::string commit = first_line_of("git -C " + std::string(STGNN_SOURCE_DIR) +
+                                     " describe --always --dirty --abbrev=7 2>/dev/null");
+  if (commit.empty()) commit = "unknown";
+  CHECK_MESSAGE(config.at("git_commit") == commit, "stale build? rebuild before running ctest");
   CHECK(text(a / "curves.svg").rfind("<svg", 0) == 0);
 
   // Interrupted after 3 steps (as by Ctrl-C), then resumed: identical final weights.
