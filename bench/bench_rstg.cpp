@@ -2,7 +2,7 @@
 // videos, reported as videos/s. Peer: bench/torch/rstg.py bench with the same arguments.
 //
 //   build/bench_rstg --benchmark_filter=Default
-// Args: backbone widths (3), node dim D, batch, stage norm (0/1).
+// Args: backbone widths (3), node dim D, batch, stage norm (0/1), residual space stages (0/1).
 #include <benchmark/benchmark.h>
 
 #include "models/rstg.h"
@@ -18,6 +18,7 @@ void BM_RstgTrainStep(benchmark::State& state) {
   config.node_dim = state.range(3);
   const int64_t batch = state.range(4);
   config.stage_norm = state.range(5) != 0;
+  config.stage_residual = state.range(6) != 0;
   Rng rng(0);
   Rstg model(config, rng);
   Adam opt(model.named_parameters(), 1e-3);
@@ -34,25 +35,25 @@ void BM_RstgTrainStep(benchmark::State& state) {
   state.counters["videos_per_s"] =
       benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
 }
-// The default preset's network (with its stage LayerNorm), the reference "small"
-// network, and the paper's widths (both without). The first steps run several times slower than
-// the rest (fresh pages until the buffer cache holds every shape), so each warms up for a few
-// steps; the PyTorch peer warms up for 3 steps.
+// The default preset's network (with its stage LayerNorm and residual space stages), the
+// issue's reference "small" network, and the paper's widths (both without). The first steps run
+// several times slower than the rest (fresh pages until the buffer cache holds every shape), so
+// each warms up for a few steps; the PyTorch peer warms up for 3 steps.
 BENCHMARK(BM_RstgTrainStep)
     ->Name("RstgTrainStep/Default")
-    ->Args({16, 32, 64, 64, 32, 1})
+    ->Args({16, 32, 64, 64, 32, 1, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinWarmUpTime(3.0);
 BENCHMARK(BM_RstgTrainStep)
     ->Name("RstgTrainStep/Small")
-    ->Args({32, 64, 128, 128, 32, 0})
+    ->Args({32, 64, 128, 128, 32, 0, 0})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinWarmUpTime(8.0);
 BENCHMARK(BM_RstgTrainStep)
     ->Name("RstgTrainStep/Paper")
-    ->Args({512, 512, 512, 512, 2, 0})
+    ->Args({512, 512, 512, 512, 2, 0, 0})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinWarmUpTime(8.0)

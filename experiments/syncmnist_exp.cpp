@@ -49,6 +49,8 @@ struct Settings {
   std::vector<int64_t> channels = {16, 32, 64};  // defaults = the default preset
   bool backbone_bn = true;
   bool motion_input = false;
+  bool position_moments = false;
+  int64_t context_convs = 0;
   int64_t node_dim = 64;
   int64_t stages = 3;
   int64_t videos_per_epoch = 6400;
@@ -158,6 +160,8 @@ nlohmann::json settings_json(const Settings& s) {
   j["channels"] = join_list(s.channels);
   j["backbone-bn"] = s.backbone_bn;
   j["motion-input"] = s.motion_input;
+  j["position-moments"] = s.position_moments;
+  j["context-convs"] = s.context_convs;
   j["node-dim"] = s.node_dim;
   j["stages"] = s.stages;
   j["videos-per-epoch"] = s.videos_per_epoch;
@@ -186,6 +190,8 @@ RstgConfig model_config(const Settings& s) {
   c.backbone_channels = s.channels;
   c.backbone_batch_norm = s.backbone_bn;
   c.motion_input = s.motion_input;
+  c.position_moments = s.position_moments;
+  c.context_convs = s.context_convs;
   c.node_dim = s.node_dim;
   c.stages = s.stages;
   c.cell = s.cell;
@@ -527,6 +533,18 @@ int main(int argc, char** argv) {
                      "the backbone also sees the frame difference F_t - F_(t-1) (true/false; a "
                      "temporal kernel of 2 in the first layer, not in the released model)")
           ->capture_default_str();
+  recipe["position-moments"] =
+      app.add_option("--position-moments", s.position_moments,
+                     "each node also gets the area means of a*row and a*col per channel, i.e. "
+                     "where in the frame its activation sits (true/false; not in the paper)")
+          ->capture_default_str();
+  recipe["context-convs"] =
+      app.add_option("--context-convs", s.context_convs,
+                     "extra conv 3x3 blocks (padding 1, no pool) at the end of the backbone: each "
+                     "widens a node's view by 16 pixels, so features can see two digits apart "
+                     "(not in the paper)")
+          ->capture_default_str()
+          ->check(CLI::NonNegativeNumber);
   recipe["node-dim"] = app.add_option("--node-dim", s.node_dim, "node feature size D")
                            ->capture_default_str()
                            ->check(CLI::PositiveNumber);

@@ -32,8 +32,8 @@ topics=("$@")
       echo; echo "## PyTorch peer: ${peer[*]}"
       /usr/bin/python3 "${peer[@]}" 2>&1 | grep -v Warning
       if [ "$topic" = rstg ]; then
-        /usr/bin/python3 bench/torch/rstg.py bench --channels 32,64,128 --node-dim 128 --stage-norm 0 2>&1 | grep -v Warning
-        /usr/bin/python3 bench/torch/rstg.py bench --channels 512,512,512 --node-dim 512 --stage-norm 0 --batch 2 --steps 3 2>&1 | grep -v Warning
+        /usr/bin/python3 bench/torch/rstg.py bench --channels 32,64,128 --node-dim 128 --stage-norm 0 --stage-residual 0 2>&1 | grep -v Warning
+        /usr/bin/python3 bench/torch/rstg.py bench --channels 512,512,512 --node-dim 512 --stage-norm 0 --stage-residual 0 --batch 2 --steps 3 2>&1 | grep -v Warning
       fi
     fi
   done

@@ -224,6 +224,79 @@ TEST_CASE("motion input: the backbone sees F_t - F_(t-1), zero for a still video
   check_graph_and_time_gradients(config);
 }
 
+TEST_CASE("position moments: node inputs say where a cell's activation sits; gradients checked") {
+  // One channel on a 4x4 map, one hot pixel of value 8; cells: the whole map and its left half.
+  const std::vector<Cell> cells = {{0, 0, 4, 4}, {0, 0, 4, 2}};
+  const auto hot_pixel = [](int64_t row, int64_t col) {
+    Tensor map = Tensor::zeros({1, 1, 4, 4});
+    map.data()[row * 4 + col] = 8.0f;
+    return map;
+  };
+  const Tensor plain = region_node_inputs(hot_pixel(1, 0), cells, false);
+  REQUIRE(plain.shape() == Shape{1, 2, 1});
+  CHECK(plain.to_vector() == std::vector<float>{0.5f, 1.0f});
+  // Pixel centres on [-1, 1]: row 1 -> -0.25, col 0 -> -0.75, col 1 -> -0.25.
+  const Tensor at_10 = region_node_inputs(hot_pixel(1, 0), cells, true);
+  REQUIRE(at_10.shape() == Shape{1, 2, 3});
+  CHECK(at_10.to_vector() == std::vector<float>{0.5f, -0.125f, -0.375f, 1.0f, -0.25f, -0.75f});
+  // A move inside the left half leaves its area mean alone and shows in its column moment.
+  const Tensor at_11 = region_node_inputs(hot_pixel(1, 1), cells, true);
+  CHECK(at_11.to_vector() == std::vector<float>{0.5f, -0.125f, -0.125f, 1.0f, -0.25f, -0.25f});
+  CHECK(region_node_inputs(hot_pixel(1, 1), cells, false).to_vector() == plain.to_vector());
+
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Rng rng(seed);
+  const Tensor map = rand_uniform({2, 3, 4, 4}, rng, -1.0f, 1.0f);
+  const GradCheckResult pooled = gradcheck(
+      [&](const std::vector<Tensor>& in) {
+        return region_node_inputs(in[0], grid_cells(2, 2, 4, 4), true);
+      },
+      {map});
+  INFO(pooled.report);
+  CHECK(pooled.ok);
+
+  RstgConfig config = small_config(RstgVariant::kAllTempStages);
+  config.position_moments = true;
+  Rstg model(config, rng);
+  bool found_norm = false;
+  for (const auto& [name, p] : model.named_parameters()) {
+    if (name == "node_norm.weight") {
+      found_norm = true;
+      CHECK(p.size(0) == 3 * 4);  // 3 x the last backbone width
+    }
+  }
+  CHECK(found_norm);
+  check_graph_and_time_gradients(config);
+}
+
+TEST_CASE("context convs: same-size conv blocks after the pooled ones; gradients checked") {
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Rng rng(seed);
+  RstgConfig config = small_config(RstgVariant::kAllTempStages);
+  config.context_convs = 2;
+  Rstg model(config, rng);
+  std::vector<Shape> conv_shapes;
+  for (const auto& [name, p] : model.named_parameters()) {
+    if (name.rfind("backbone.", 0) == 0 && p.dim() == 4) conv_shapes.push_back(p.shape());
+  }
+  // The two pooled blocks (3, 4 wide), then two 4 -> 4 context convs.
+  CHECK(conv_shapes == std::vector<Shape>{{3, 1, 3, 3}, {4, 3, 3, 3}, {4, 4, 3, 3}, {4, 4, 3, 3}});
+  CHECK(rstg_map_size(config) == 4);
+  jitter(model, rng);
+  Tensor video = rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f);
+  CHECK(model.forward(video).shape() == Shape{2, 6});
+  const GradCheckResult input =
+      gradcheck([&](const std::vector<Tensor>& in) { return model.forward(in[0]); }, {video},
+                kinked_model_options(seed));
+  INFO(input.report);
+  CHECK(input.ok);
+  check_graph_and_time_gradients(config);
+  config.context_convs = -1;
+  CHECK_THROWS_WITH_AS(Rstg(config, rng), doctest::Contains("context_convs"), ValueError);
+}
+
 TEST_CASE("the space-stage settings change nothing in the variants without space stages") {
   const uint64_t seed = fresh_seed();
   Rng video_rng(seed + 1);

@@ -257,22 +257,54 @@ TEST_CASE("--easy-none-probability sets how often the curriculum's two digits mo
   CHECK(text(w.root / "bad.log").find("--easy-none-probability") != std::string::npos);
 }
 
-TEST_CASE("--motion-input: recorded, a two-channel first conv, and --eval rebuilds it") {
-  Workspace w;
+// A tiny run with the model option `flag value`: the option recorded in config.json under
+// the flag's name (as `recorded`), then --eval with that config rebuilding the same model (its
+// test predictions identical). Returns the last checkpoint, for the caller's shape checks.
+namespace {
+NamedTensors tiny_run_with_model_option(const Workspace& w, const std::string& flag,
+                                        const std::string& value, const nlohmann::json& recorded) {
   const fs::path a = w.root / "a";
-  REQUIRE(run("--preset tiny --quiet --mnist " + w.mnist.string() + " --motion-input true --out " +
-                  a.string(),
+  REQUIRE(run("--preset tiny --quiet --mnist " + w.mnist.string() + " --" + flag + " " + value +
+                  " --out " + a.string(),
               w.root / "a.log") == 0);
   INFO(text(w.root / "a.log"));
-  CHECK(nlohmann::json::parse(text(a / "config.json")).at("motion-input") == true);
-  const NamedTensors checkpoint = load_safetensors((a / "last.safetensors").string());
-  REQUIRE(checkpoint.tensors.count("backbone.0.weight") == 1);
-  CHECK(checkpoint.tensors.at("backbone.0.weight").size(1) == 2);  // the frame, the difference
+  CHECK(nlohmann::json::parse(text(a / "config.json")).at(flag) == recorded);
   const fs::path e = w.root / "e";
   CHECK(run("--quiet --eval " + (a / "best.safetensors").string() + " --config " +
                 (a / "config.json").string() + " --out " + e.string(),
             w.root / "e.log") == 0);
   CHECK(text(e / "predictions_test.csv") == text(a / "predictions_test.csv"));
+  return load_safetensors((a / "last.safetensors").string());
+}
+
+}  // namespace
+
+TEST_CASE("--motion-input: recorded, a two-channel first conv, and --eval rebuilds it") {
+  Workspace w;
+  const NamedTensors checkpoint = tiny_run_with_model_option(w, "motion-input", "true", true);
+  REQUIRE(checkpoint.tensors.count("backbone.0.weight") == 1);
+  CHECK(checkpoint.tensors.at("backbone.0.weight").size(1) == 2);  // the frame, the difference
+}
+
+TEST_CASE("--position-moments: recorded, node inputs three times as wide, --eval rebuilds it") {
+  Workspace w;
+  const NamedTensors checkpoint = tiny_run_with_model_option(w, "position-moments", "true", true);
+  REQUIRE(checkpoint.tensors.count("node_norm.weight") == 1);
+  // The tiny preset's backbone ends on 8 channels: a, a * row and a * col for each.
+  CHECK(checkpoint.tensors.at("node_norm.weight").size(0) == 3 * 8);
+}
+
+TEST_CASE("--context-convs: recorded, same-size convs after the pooled blocks, --eval rebuilds") {
+  Workspace w;
+  const NamedTensors checkpoint = tiny_run_with_model_option(w, "context-convs", "2", 2);
+  int64_t square_convs = 0;  // conv weights [8, 8, 3, 3] after the tiny preset's 4,8,8 blocks
+  for (const auto& [name, tensor] : checkpoint.tensors) {
+    if (name.rfind("backbone.", 0) == 0 && tensor.shape() == Shape{8, 8, 3, 3}) ++square_convs;
+  }
+  CHECK(square_convs == 1 + 2);  // the third pooled block is 8 -> 8 too, then the two
+  CHECK(run("--preset tiny --quiet --mnist " + w.mnist.string() + " --context-convs -1 --out " +
+                (w.root / "bad").string(),
+            w.root / "bad.log") != 0);
 }
 
 TEST_CASE("--export-dataset writes videos, labels, digits and positions as .npy") {

@@ -60,8 +60,10 @@ def region_edges(cells):
 
 
 class SpaceStage(nn.Module):
-    def __init__(self, dim, layer_norm=False):
+    def __init__(self, dim, layer_norm=False, residual=False):
         super().__init__()
+        # stgnn's --stage-residual: the update's output plus the stage's input (off in the fixtures).
+        self.residual = residual
         # stgnn's --stage-norm: LayerNorm on the stage's output (off in the fixtures).
         self.output_norm = nn.LayerNorm(dim) if layer_norm else None
         self.gather_bias = nn.Parameter(torch.zeros(dim))
@@ -87,12 +89,14 @@ class SpaceStage(nn.Module):
         gathered = F.relu(torch.zeros_like(x).index_add_(0, dst, messages * weights) + self.gather_bias)
         u = self.update
         out = F.relu(u[1](F.relu(u[0](torch.cat([x, gathered], 1)))))
+        if self.residual:
+            out = out + x
         return self.output_norm(out) if self.output_norm is not None else out
 
 
 class Rstg(nn.Module):
     def __init__(self, channels=(32, 64, 128), node_dim=128, stages=3, grids=(3, 2, 1), image=64, classes=46,
-                 cell="lstm", stage_norm=False):
+                 cell="lstm", stage_norm=False, stage_residual=False):
         super().__init__()
         self.backbone = nn.Sequential()
         c, size = 1, image
@@ -110,7 +114,7 @@ class Rstg(nn.Module):
         self.frame_src, self.frame_dst, self.n = src, dst, len(cells)
         self.node_norm = nn.BatchNorm1d(c)
         self.node_projection = nn.Linear(c, node_dim) if c != node_dim else None
-        self.space = SpaceStage(node_dim, stage_norm)
+        self.space = SpaceStage(node_dim, stage_norm, stage_residual)
         make = nn.LSTMCell if cell == "lstm" else nn.GRUCell
         self.lstm = cell == "lstm"
         self.time = make(node_dim, node_dim)
@@ -216,7 +220,7 @@ def bench(args):
     torch.manual_seed(0)
     channels = tuple(int(c) for c in args.channels.split(","))
     model = Rstg(channels=channels, node_dim=args.node_dim, stages=args.stages, cell=args.cell,
-                 stage_norm=args.stage_norm)
+                 stage_norm=args.stage_norm, stage_residual=args.stage_residual)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     video = torch.rand(args.batch, 10, 1, 64, 64)
     labels = torch.randint(0, 46, (args.batch,))
@@ -230,7 +234,7 @@ def bench(args):
             times.append(time.perf_counter() - t0)
     step = statistics.median(times)
     print(f"torch {torch.__version__} threads {torch.get_num_threads()}: RSTG channels {args.channels} D {args.node_dim} "
-          f"K {args.stages} {args.cell} stage-norm {int(args.stage_norm)} batch {args.batch}: {step * 1e3:.1f} ms/step, {args.batch / step:.2f} videos/s "
+          f"K {args.stages} {args.cell} stage-norm {int(args.stage_norm)} residual {int(args.stage_residual)} batch {args.batch}: {step * 1e3:.1f} ms/step, {args.batch / step:.2f} videos/s "
           f"(median of {args.steps})")
 
 
@@ -247,6 +251,8 @@ if __name__ == "__main__":
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--stage-norm", type=int, default=1, help="LayerNorm after each space stage (default preset: 1)")
+    b.add_argument("--stage-residual", type=int, default=1,
+                   help="residual space stages: the update plus the input (default preset: 1)")
     f = sub.add_parser("fixture")
     f.add_argument("out_dir")
     f.add_argument("--large", action="store_true", help="the default network at full size (not committed)")

@@ -218,6 +218,23 @@ Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const Graph
   return output_norm ? output_norm->forward(out) : out;
 }
 
+// ---------------------------------------------------------------- node inputs
+
+Tensor region_node_inputs(const Tensor& map, const std::vector<Cell>& cells,
+                          bool position_moments) {
+  if (!position_moments) return area_pool(map, cells);
+  const int64_t h = map.size(2), w = map.size(3);
+  // Pixel centres on a [-1, 1] scale: the moments read the same on any map size.
+  Tensor rows = Tensor::empty({1, 1, h, w}), cols = Tensor::empty({1, 1, h, w});
+  for (int64_t r = 0; r < h; ++r) {
+    for (int64_t c = 0; c < w; ++c) {
+      rows.data()[r * w + c] = (2.0f * static_cast<float>(r) + 1.0f) / static_cast<float>(h) - 1.0f;
+      cols.data()[r * w + c] = (2.0f * static_cast<float>(c) + 1.0f) / static_cast<float>(w) - 1.0f;
+    }
+  }
+  return area_pool(concat({map, mul(map, rows), mul(map, cols)}, 1), cells);
+}
+
 // ---------------------------------------------------------------- Rstg
 
 Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
@@ -226,6 +243,8 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
   }
   if (config.backbone_channels.empty())
     throw ValueError("RSTG: backbone needs at least one conv block");
+  if (config.context_convs < 0)
+    throw ValueError("RSTG: context_convs " + std::to_string(config.context_convs) + " < 0");
   const int64_t map = rstg_map_size(config);
   backbone_ = register_module("backbone", std::make_shared<Sequential>());
   int64_t channels = config.motion_input ? 2 * config.in_channels : config.in_channels;
@@ -235,6 +254,11 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
     backbone_->add(std::make_shared<ReLU>());
     backbone_->add(std::make_shared<MaxPool2d>(2));
     channels = width;
+  }
+  for (int64_t i = 0; i < config.context_convs; ++i) {
+    backbone_->add(std::make_shared<Conv2d>(channels, channels, 3, 1, 1, true, rng));
+    if (config.backbone_batch_norm) backbone_->add(std::make_shared<BatchNorm2d>(channels));
+    backbone_->add(std::make_shared<ReLU>());
   }
   const int64_t d = config.node_dim;
   const RstgVariant v = config.variant;
@@ -251,10 +275,11 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
     cells_.insert(cells_.end(), grid.begin(), grid.end());
   }
   frame_graph_ = frame_graph_for(cells_, config.fully_connected, config.attention_over_all_nodes);
-  node_norm_ = register_module("node_norm", std::make_shared<BatchNorm1d>(channels));
-  if (channels != d)
+  const int64_t node_inputs = config.position_moments ? 3 * channels : channels;
+  node_norm_ = register_module("node_norm", std::make_shared<BatchNorm1d>(node_inputs));
+  if (node_inputs != d)
     node_projection_ =
-        register_module("node_projection", std::make_shared<Linear>(channels, d, true, rng));
+        register_module("node_projection", std::make_shared<Linear>(node_inputs, d, true, rng));
   const bool positional = v == RstgVariant::kPositional;
   if (positional) positions_ = gaussian_positions(cells_, map, config.positional_std);
   if (rstg_variant_has_space_stages(v)) {
@@ -280,7 +305,7 @@ Tensor Rstg::backbone_forward(const Tensor& frames) {
 
 // map [M, F, h, w] -> [M, nodes, D]
 Tensor Rstg::nodes_from_map(const Tensor& map) {
-  Tensor nodes = area_pool(map, cells_);  // [M, n, F]
+  Tensor nodes = region_node_inputs(map, cells_, config_.position_moments);
   const int64_t m = nodes.size(0), n = nodes.size(1), f = nodes.size(2);
   Tensor flat = node_norm_->forward(nodes.reshape({m * n, f}));
   if (node_projection_) flat = node_projection_->forward(flat);

@@ -51,6 +51,19 @@ struct RstgConfig {
   // 6x6 map and area-average nodes blur where a digit is inside its cell, so frame-to-frame
   // jumps are hard to see from node features alone; a difference image shows them locally.
   bool motion_input = false;
+  // Each node also gets the first moments of the map over its cell: for every channel, the
+  // area mean of a_c * x and a_c * y (map coordinates scaled to [-1, 1]) besides the mean of
+  // a_c, so a node's features say where inside the frame its activation sits, not just how much
+  // there is. Not in the paper: an area average alone hides a digit's jump inside a cell, and
+  // synchrony is a relation between two digits' positions over time.
+  bool position_moments = false;
+  // Extra conv 3x3 blocks (padding 1, BatchNorm, ReLU, no pool) after the last pooled block,
+  // as wide as it. Not in the paper. Three conv+pool blocks give each unit of the final map a
+  // receptive field of 22 pixels of a 64-pixel frame: one digit (18 pixels), never two apart, so
+  // no node feature can describe where two digits sit relative to each other - and the
+  // synchronised pair is the one whose relative position stays fixed. Each context block
+  // widens the field by two map cells (16 pixels).
+  int64_t context_convs = 0;
   int64_t node_dim = 128;  // D; a linear projection is added when != last channel
   std::vector<int64_t> grids = {3, 2, 1};
   int64_t stages = 3;            // K
@@ -79,6 +92,11 @@ struct RstgConfig {
 
 // Shapes through the model, for a config (checks the backbone leaves a map of at least 1x1).
 int64_t rstg_map_size(const RstgConfig& config);
+
+// The node inputs of a frame map: map [M, F, h, w] -> [M, cells, F], the area mean of every
+// channel a over each cell; with position_moments [M, cells, 3F]: the means of a, a * row and
+// a * col, pixel centres scaled to [-1, 1] (a, then the row moments, then the column moments).
+Tensor region_node_inputs(const Tensor& map, const std::vector<Cell>& cells, bool position_moments);
 
 // One space stage: send MLP over edges, attention gather, update MLP. Weights shared by all
 // stages and frames.
