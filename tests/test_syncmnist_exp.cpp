@@ -257,10 +257,10 @@ TEST_CASE("--easy-none-probability sets how often the curriculum's two digits mo
   CHECK(text(w.root / "bad.log").find("--easy-none-probability") != std::string::npos);
 }
 
+namespace {
 // A tiny run with the model option `flag value`: the option recorded in config.json under
 // the flag's name (as `recorded`), then --eval with that config rebuilding the same model (its
 // test predictions identical). Returns the last checkpoint, for the caller's shape checks.
-namespace {
 NamedTensors tiny_run_with_model_option(const Workspace& w, const std::string& flag,
                                         const std::string& value, const nlohmann::json& recorded) {
   const fs::path a = w.root / "a";
