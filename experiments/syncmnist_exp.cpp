@@ -51,6 +51,7 @@ struct Settings {
   bool motion_input = false;
   bool position_moments = false;
   int64_t context_convs = 0;
+  bool node_motion = false;
   int64_t node_dim = 64;
   int64_t stages = 3;
   int64_t videos_per_epoch = 6400;
@@ -68,6 +69,8 @@ struct Settings {
   bool attention_all_nodes = false;
   bool stage_norm = true;
   bool stage_residual = false;
+  bool dot_attention = false;
+  bool time_residual = false;
   std::string init = "released";
   int64_t stop_after_steps = 0;  // testing aid: behave as if interrupted after N steps
   bool fully_connected = false;
@@ -162,6 +165,7 @@ nlohmann::json settings_json(const Settings& s) {
   j["motion-input"] = s.motion_input;
   j["position-moments"] = s.position_moments;
   j["context-convs"] = s.context_convs;
+  j["node-motion"] = s.node_motion;
   j["node-dim"] = s.node_dim;
   j["stages"] = s.stages;
   j["videos-per-epoch"] = s.videos_per_epoch;
@@ -179,6 +183,8 @@ nlohmann::json settings_json(const Settings& s) {
   j["attention-all-nodes"] = s.attention_all_nodes;
   j["stage-norm"] = s.stage_norm;
   j["stage-residual"] = s.stage_residual;
+  j["dot-attention"] = s.dot_attention;
+  j["time-residual"] = s.time_residual;
   j["init"] = s.init;
   j["fully-connected"] = s.fully_connected;
   return j;
@@ -192,6 +198,7 @@ RstgConfig model_config(const Settings& s) {
   c.motion_input = s.motion_input;
   c.position_moments = s.position_moments;
   c.context_convs = s.context_convs;
+  c.node_motion = s.node_motion;
   c.node_dim = s.node_dim;
   c.stages = s.stages;
   c.cell = s.cell;
@@ -199,6 +206,8 @@ RstgConfig model_config(const Settings& s) {
   c.attention_over_all_nodes = s.attention_all_nodes;
   c.stage_norm = s.stage_norm;
   c.stage_residual = s.stage_residual;
+  c.dot_attention = s.dot_attention;
+  c.time_residual = s.time_residual;
   c.init = s.init;
   c.fully_connected = s.fully_connected;
   return c;
@@ -459,8 +468,8 @@ std::string first_config_difference(const nlohmann::json& stored, const nlohmann
                                     const nlohmann::json& defaults) {
   const bool space_stages =
       rstg_variant_has_space_stages(parse_rstg_variant(wanted.at("variant").get<std::string>()));
-  static const std::set<std::string> space_stage_keys = {"stage-norm", "stage-residual",
-                                                         "fully-connected", "attention-all-nodes"};
+  static const std::set<std::string> space_stage_keys = {
+      "stage-norm", "stage-residual", "dot-attention", "fully-connected", "attention-all-nodes"};
   for (const auto& [key, value] : wanted.items()) {
     if (is_volatile_config_key(key)) continue;
     if (!space_stages && space_stage_keys.count(key) > 0) continue;
@@ -545,6 +554,12 @@ int main(int argc, char** argv) {
                      "(not in the paper)")
           ->capture_default_str()
           ->check(CLI::NonNegativeNumber);
+  recipe["node-motion"] =
+      app.add_option("--node-motion", s.node_motion,
+                     "each node (baselines: each frame) also gets a histogram of where its "
+                     "pixels moved since the previous frame, by block matching: a flow input "
+                     "(true/false; not in the paper)")
+          ->capture_default_str();
   recipe["node-dim"] = app.add_option("--node-dim", s.node_dim, "node feature size D")
                            ->capture_default_str()
                            ->check(CLI::PositiveNumber);
@@ -600,6 +615,18 @@ int main(int argc, char** argv) {
       app.add_option("--stage-residual", s.stage_residual,
                      "residual space stages: v = x + update([x ; g]) (true/false; not in the "
                      "paper, whose update replaces the node features)")
+          ->capture_default_str();
+  recipe["time-residual"] =
+      app.add_option("--time-residual", s.time_residual,
+                     "residual internal time stages: v = x + LSTM(x) before each space stage, so "
+                     "the space stage still sees the frame's own features (true/false; not in "
+                     "the paper)")
+          ->capture_default_str();
+  recipe["dot-attention"] =
+      app.add_option("--dot-attention", s.dot_attention,
+                     "gather attention scores (Q x_i) . (K x_j) / sqrt(D) instead of the paper's "
+                     "LeakyReLU(w1 . x_i + w2 . x_j), so a node can prefer neighbours like itself "
+                     "(true/false; not in the paper)")
           ->capture_default_str();
   app.add_option(
          "--init", s.init,

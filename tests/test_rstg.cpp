@@ -160,7 +160,7 @@ TEST_CASE("residual space stages: the identity when the update is silent; gradie
   const Tensor x = rand_uniform({3, 4}, rng, -1.0f, 1.0f);
   for (const bool residual : {true, false}) {
     CAPTURE(residual);
-    SpaceStage stage(4, 0, false, residual, rng);
+    SpaceStage stage(4, 0, false, residual, false, rng);
     for (Tensor p : stage.update->parameters())
       p.copy_from(Tensor::zeros(p.shape()));
     const std::vector<float> out = stage.forward(x, Tensor(), graph).to_vector();
@@ -170,6 +170,60 @@ TEST_CASE("residual space stages: the identity when the update is silent; gradie
   RstgConfig config = small_config(RstgVariant::kAllTempStages);
   config.stage_residual = true;
   config.stage_norm = true;
+  check_graph_and_time_gradients(config);
+}
+
+TEST_CASE("residual time stages pass the nodes through a silent cell; gradients checked") {
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  // time-only with v = x + LSTM(x): with every weight of the internal cell at zero the LSTM
+  // outputs zeros, so K stages leave the nodes as they came, as with no stage at all.
+  RstgConfig config = small_config(RstgVariant::kTimeOnly);
+  config.time_residual = true;
+  RstgConfig no_stages = config;
+  no_stages.stages = 0;
+  Rng rng_a(seed), rng_b(seed);
+  Rstg model(config, rng_a), reference(no_stages, rng_b);
+  for (auto [name, p] : model.named_parameters()) {
+    if (name.rfind("time.", 0) == 0) p.copy_from(Tensor::zeros(p.shape()));
+  }
+  Rng video_rng(seed + 1);
+  const Tensor video = rand_uniform({2, 3, 1, 22, 22}, video_rng, 0.0f, 1.0f);
+  CHECK(model.forward(video).to_vector() == reference.forward(video).to_vector());
+
+  RstgConfig full = small_config(RstgVariant::kAllTempStages);
+  full.time_residual = true;
+  full.stage_residual = true;
+  check_graph_and_time_gradients(full);
+}
+
+TEST_CASE("dot attention: a node prefers the neighbour like itself; gradients checked") {
+  Rng rng(fresh_seed());
+  // Node 0 hears nodes 1 and 2; node 1 is a copy of node 0, node 2 is not. With Q = K = I the
+  // scores are x_0 . x_j / sqrt(D): softmax(1/2, 0) over (1, 2). The paper's additive score
+  // w1 . x_0 + w2 . x_j cannot rank j by its likeness to the receiver.
+  const Graph graph(3, {1, 2, 0}, {0, 0, 1});
+  const Tensor x = Tensor::from_vector({3, 4}, {1, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0});
+  SpaceStage stage(4, 0, false, true, true, rng);
+  CHECK(!stage.score_source);
+  const auto set_identity = [](Tensor p) {
+    std::vector<float> eye(16, 0.0f);
+    for (int i = 0; i < 4; ++i)
+      eye[static_cast<size_t>(i * 5)] = 1.0f;
+    p.copy_from(Tensor::from_vector({4, 4}, eye));
+  };
+  set_identity(stage.query->parameters()[0]);
+  set_identity(stage.key->parameters()[0]);
+  Tensor attention;
+  stage.forward(x, Tensor(), graph, &attention);
+  const float like = std::exp(0.5f) / (std::exp(0.5f) + 1.0f);
+  CHECK(attention.data()[0] == doctest::Approx(like));
+  CHECK(attention.data()[1] == doctest::Approx(1.0f - like));
+  CHECK(attention.data()[2] == doctest::Approx(1.0f));  // node 1's only neighbour
+
+  RstgConfig config = small_config(RstgVariant::kAllTempStages);
+  config.dot_attention = true;
+  config.stage_residual = true;
   check_graph_and_time_gradients(config);
 }
 
@@ -297,6 +351,92 @@ TEST_CASE("context convs: same-size conv blocks after the pooled ones; gradients
   CHECK_THROWS_WITH_AS(Rstg(config, rng), doctest::Contains("context_convs"), ValueError);
 }
 
+TEST_CASE("node motion: each node's histogram names its pixels' move; every variant runs") {
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Rng rng(seed);
+  // A textured 8x8 block at rows 24..31, cols 24..31 of a 64x64 frame moves by (+4, -2)
+  // pixels, (+2, -1) in the halved frame. Map of 6x6 units, a 2x2 grid then a 1x1 grid.
+  Tensor video = Tensor::zeros({1, 3, 1, 64, 64});
+  const Tensor texture = rand_uniform({8, 8}, rng, 0.2f, 1.0f);
+  const auto paste = [&](int64_t frame, int64_t top, int64_t left) {
+    for (int64_t r = 0; r < 8; ++r)
+      for (int64_t c = 0; c < 8; ++c)
+        video.data()[(frame * 64 + top + r) * 64 + left + c] = texture.data()[r * 8 + c];
+  };
+  paste(0, 24, 24);
+  paste(1, 28, 22);
+  paste(2, 28, 22);  // still
+  std::vector<Cell> cells = grid_cells(2, 2, 6, 6);
+  cells.push_back(grid_cells(1, 1, 6, 6)[0]);
+  const Tensor hist = node_motion_histograms(video, cells, 6, kNodeMotionRadius);
+  REQUIRE(hist.shape() == Shape{3, 5, kNodeMotionBins});
+  const auto bin = [](int64_t dy, int64_t dx) {
+    return (dy + kNodeMotionRadius) * (2 * kNodeMotionRadius + 1) + dx + kNodeMotionRadius;
+  };
+  const auto at = [&](int64_t frame, int64_t node, int64_t b) {
+    return hist.data()[(frame * 5 + node) * kNodeMotionBins + b];
+  };
+  // The ink of the halved frame 1, as the whole-frame node's area mean.
+  double ink = 0.0;
+  for (int64_t i = 0; i < 64 * 64; ++i)
+    ink += video.data()[64 * 64 + i];
+  ink /= 64.0 * 64.0;
+  double frame0 = 0.0, total1 = 0.0, total2 = 0.0;
+  for (int64_t node = 0; node < 5; ++node) {
+    for (int64_t b = 0; b < kNodeMotionBins; ++b) {
+      frame0 += std::abs(at(0, node, b));
+      if (node == 4) total1 += at(1, node, b);
+      if (node == 4) total2 += at(2, node, b);
+    }
+  }
+  CHECK(frame0 == 0.0);                                 // no previous frame
+  CHECK(total1 == doctest::Approx(ink).epsilon(1e-5));  // every inked pixel votes once
+  CHECK(total2 == doctest::Approx(ink).epsilon(1e-5));
+  // The block's halved pixels (rows 14..17 of 32 = map rows 2.6..3.4) straddle the 2x2 grid's
+  // middle line; all its votes go to the move (+2, -1), then to "still".
+  CHECK(at(1, 4, bin(2, -1)) == doctest::Approx(ink).epsilon(1e-5));
+  CHECK(at(2, 4, bin(0, 0)) == doctest::Approx(ink).epsilon(1e-5));
+  CHECK(at(1, 0, bin(2, -1)) > 0.0f);   // top-left cell
+  CHECK(at(1, 2, bin(2, -1)) > 0.0f);   // bottom-left cell
+  CHECK(at(1, 1, bin(2, -1)) == 0.0f);  // the right cells hold no ink
+  CHECK(at(1, 3, bin(2, -1)) == 0.0f);
+  CHECK_THROWS_AS(node_motion_histograms(Tensor::zeros({1, 2, 1, 63, 64}), cells, 6, 4),
+                  ShapeError);
+  // The mass and mean move after each histogram: (+2, -1) of a radius of 4, then still.
+  const Tensor features = node_motion_features(hist, kNodeMotionRadius);
+  REQUIRE(features.shape() == Shape{3, 5, kNodeMotionFeatures});
+  const auto feature = [&](int64_t frame, int64_t node, int64_t k) {
+    return features.data()[(frame * 5 + node) * kNodeMotionFeatures + k];
+  };
+  CHECK(feature(1, 4, bin(2, -1)) == at(1, 4, bin(2, -1)));
+  CHECK(feature(1, 4, kNodeMotionBins) == doctest::Approx(ink).epsilon(1e-5));
+  CHECK(feature(1, 4, kNodeMotionBins + 1) == doctest::Approx(0.5f));
+  CHECK(feature(1, 4, kNodeMotionBins + 2) == doctest::Approx(-0.25f));
+  CHECK(feature(2, 4, kNodeMotionBins + 1) == 0.0f);
+  CHECK(feature(1, 1, kNodeMotionBins) == 0.0f);  // no ink: no mass, no move
+  CHECK(feature(1, 1, kNodeMotionBins + 1) == 0.0f);
+  CHECK_THROWS_AS(node_motion_features(Tensor::zeros({1, 5, 80}), kNodeMotionRadius), ShapeError);
+
+  // In the model: node inputs (baselines: frame features) 84 wider; forward and backward run.
+  for (const std::string& name : rstg_variant_names()) {
+    CAPTURE(name);
+    RstgConfig config = small_config(parse_rstg_variant(name));
+    config.node_motion = true;
+    Rstg model(config, rng);
+    const Tensor small = rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f);
+    Tensor logits = model.forward(small);
+    CHECK(logits.shape() == Shape{2, 6});
+    sum(logits).backward();
+    if (name == "all-temp-stages") {
+      for (const auto& [param, p] : model.named_parameters()) {
+        if (param == "node_norm.weight") CHECK(p.size(0) == 4 + kNodeMotionFeatures);
+      }
+      check_graph_and_time_gradients(config);
+    }
+  }
+}
+
 TEST_CASE("the space-stage settings change nothing in the variants without space stages") {
   const uint64_t seed = fresh_seed();
   Rng video_rng(seed + 1);
@@ -308,6 +448,7 @@ TEST_CASE("the space-stage settings change nothing in the variants without space
     RstgConfig plain = small_config(variant), other = plain;
     other.stage_norm = true;
     other.stage_residual = true;
+    other.dot_attention = true;
     other.fully_connected = true;
     other.attention_over_all_nodes = true;
     Rng rng_a(seed), rng_b(seed);

@@ -307,6 +307,25 @@ TEST_CASE("--context-convs: recorded, same-size convs after the pooled blocks, -
             w.root / "bad.log") != 0);
 }
 
+TEST_CASE("--node-motion: recorded, node inputs 84 wider, --eval rebuilds it") {
+  Workspace w;
+  const NamedTensors checkpoint = tiny_run_with_model_option(w, "node-motion", "true", true);
+  REQUIRE(checkpoint.tensors.count("node_norm.weight") == 1);
+  // The tiny preset's backbone ends on 8 channels, then the histogram of 9 x 9 moves, its mass
+  // and its mean move.
+  CHECK(checkpoint.tensors.at("node_norm.weight").size(0) == 8 + 81 + 3);
+}
+
+TEST_CASE("--dot-attention and --time-residual: recorded, --eval rebuilds them") {
+  Workspace w, v;
+  const NamedTensors dot = tiny_run_with_model_option(w, "dot-attention", "true", true);
+  CHECK(dot.tensors.count("space.query.weight") == 1);
+  CHECK(dot.tensors.count("space.score_source.weight") == 0);
+  // No new weights: the same checkpoint names as the default model, another forward.
+  const NamedTensors residual = tiny_run_with_model_option(v, "time-residual", "true", true);
+  CHECK(residual.tensors.count("space.score_source.weight") == 1);
+}
+
 TEST_CASE("--export-dataset writes videos, labels, digits and positions as .npy") {
   Workspace w;
   const fs::path out = w.root / "export";

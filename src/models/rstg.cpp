@@ -1,5 +1,6 @@
 #include "models/rstg.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -182,7 +183,8 @@ void released_init(Module& model, int64_t hidden, Rng& rng) {
 
 // ---------------------------------------------------------------- SpaceStage
 
-SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, bool residual, Rng& rng)
+SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, bool residual,
+                       bool dot_attention, Rng& rng)
     : dim_(dim), residual_(residual) {
   const int64_t in = dim + position_dim;
   // The send MLP's first layer on [x_j ; x_i] is W_j x_j + W_i x_i: two per-node products
@@ -190,8 +192,13 @@ SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, bool 
   send_source = register_module("send_source", std::make_shared<Linear>(in, dim, true, rng));
   send_target = register_module("send_target", std::make_shared<Linear>(in, dim, false, rng));
   send_out = register_module("send_out", std::make_shared<Linear>(dim, dim, true, rng));
-  score_source = register_module("score_source", std::make_shared<Linear>(dim, 1, false, rng));
-  score_target = register_module("score_target", std::make_shared<Linear>(dim, 1, false, rng));
+  if (dot_attention) {
+    query = register_module("query", std::make_shared<Linear>(dim, dim, false, rng));
+    key = register_module("key", std::make_shared<Linear>(dim, dim, false, rng));
+  } else {
+    score_source = register_module("score_source", std::make_shared<Linear>(dim, 1, false, rng));
+    score_target = register_module("score_target", std::make_shared<Linear>(dim, 1, false, rng));
+  }
   gather_bias = register_parameter("gather_bias", Tensor::zeros({dim}));
   update = register_module(
       "update", std::make_shared<MLP>(std::vector<int64_t>{2 * dim, dim, dim}, true, rng));
@@ -204,9 +211,17 @@ Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const Graph
   // Send: m_ji = ReLU(W2 ReLU(W_j x_j + W_i x_i + b1) + b2) per edge j -> i.
   Tensor hidden = relu(gather_add(send_source->forward(input), send_target->forward(input), g));
   Tensor messages = relu(send_out->forward(hidden));
-  // Gather: a_ji = softmax_j LeakyReLU(w1 . x_i + w2 . x_j), g_i = ReLU(sum_j a_ji m_ji + b).
-  Tensor scores =
-      leaky_relu(gather_add(score_source->forward(x), score_target->forward(x), g), 0.2f);
+  // Gather: a_ji = softmax_j LeakyReLU(w1 . x_i + w2 . x_j), g_i = ReLU(sum_j a_ji m_ji + b);
+  // dot attention scores (Q x_i) . (K x_j) / sqrt(D) instead.
+  Tensor scores;
+  if (query) {
+    scores = mul_scalar(sum(mul(gather(query->forward(x), g, EdgeEnd::kDestination),
+                                gather(key->forward(x), g, EdgeEnd::kSource)),
+                            1, true),
+                        1.0f / std::sqrt(static_cast<float>(dim_)));
+  } else {
+    scores = leaky_relu(gather_add(score_source->forward(x), score_target->forward(x), g), 0.2f);
+  }
   if (g.has_edge_attr())
     scores = add(scores, Tensor::from_vector({g.num_edges(), 1}, g.edge_attr()));
   Tensor weights = edge_softmax(scores, g);
@@ -233,6 +248,122 @@ Tensor region_node_inputs(const Tensor& map, const std::vector<Cell>& cells,
     }
   }
   return area_pool(concat({map, mul(map, rows), mul(map, cols)}, 1), cells);
+}
+
+Tensor node_motion_histograms(const Tensor& video, const std::vector<Cell>& cells, int64_t map_size,
+                              int64_t radius) {
+  if (video.dim() != 5 || video.size(3) % 2 != 0 || video.size(4) % 2 != 0 || radius < 1) {
+    throw ShapeError("node_motion_histograms: video " + shape_str(video.shape()) +
+                     ", expected [B,T,C,H,W] with even H and W, radius " + std::to_string(radius) +
+                     " >= 1");
+  }
+  const int64_t b = video.size(0), t = video.size(1), c = video.size(2);
+  const int64_t h = video.size(3) / 2, w = video.size(4) / 2;  // the halved frames
+  const int64_t side = 2 * radius + 1, bins = side * side, n = static_cast<int64_t>(cells.size());
+  Tensor out = Tensor::zeros({b * t, n, bins});
+  // Halved frames, the mean over channels and 2x2 pixels: [B*T, h, w].
+  std::vector<float> halved(static_cast<size_t>(b * t * h * w));
+  const float* in = video.data();
+  parallel_for(b * t, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t f = begin; f < end; ++f) {
+      for (int64_t r = 0; r < h; ++r) {
+        for (int64_t col = 0; col < w; ++col) {
+          float total = 0.0f;
+          for (int64_t ch = 0; ch < c; ++ch) {
+            const float* plane = in + (f * c + ch) * 4 * h * w;
+            const int64_t top = 2 * r * 2 * w + 2 * col;
+            total += plane[top] + plane[top + 1] + plane[top + 2 * w] + plane[top + 2 * w + 1];
+          }
+          halved[static_cast<size_t>((f * h + r) * w + col)] = total / static_cast<float>(4 * c);
+        }
+      }
+    }
+  });
+  // A halved pixel spans `scale` map units; its overlap with a cell is an area-mean weight.
+  const float scale = static_cast<float>(map_size) / static_cast<float>(h);
+  const float scale_x = static_cast<float>(map_size) / static_cast<float>(w);
+  const auto overlap = [](float lo, float hi, float cell_lo, float cell_hi) {
+    return std::max(0.0f, std::min(hi, cell_hi) - std::max(lo, cell_lo));
+  };
+  float* hist = out.data();
+  parallel_for(b * t, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t f = begin; f < end; ++f) {
+      if (f % t == 0) continue;  // the first frame of a video has no previous frame
+      const float* now = halved.data() + f * h * w;
+      const float* before = now - h * w;
+      const auto pixel = [&](const float* frame, int64_t r, int64_t col) {
+        return r < 0 || r >= h || col < 0 || col >= w ? 0.0f : frame[r * w + col];
+      };
+      for (int64_t r = 0; r < h; ++r) {
+        for (int64_t col = 0; col < w; ++col) {
+          const float ink = now[r * w + col];
+          if (ink <= 0.0f) continue;  // blank pixels say nothing about motion
+          // The displacement whose 3x3 patch in the previous frame matches best; ties go to
+          // the smaller move, so a blank neighbourhood counts as still.
+          int64_t best_bin = 0;
+          float best_cost = std::numeric_limits<float>::infinity();
+          int64_t best_move = 0;
+          for (int64_t dy = -radius; dy <= radius; ++dy) {
+            for (int64_t dx = -radius; dx <= radius; ++dx) {
+              float cost = 0.0f;
+              for (int64_t py = -1; py <= 1; ++py) {
+                for (int64_t px = -1; px <= 1; ++px) {
+                  const float diff =
+                      pixel(now, r + py, col + px) - pixel(before, r + py - dy, col + px - dx);
+                  cost += diff * diff;
+                }
+              }
+              const int64_t move = dy * dy + dx * dx;
+              if (cost < best_cost || (cost == best_cost && move < best_move)) {
+                best_cost = cost;
+                best_move = move;
+                best_bin = (dy + radius) * side + (dx + radius);
+              }
+            }
+          }
+          const float top = static_cast<float>(r) * scale, left = static_cast<float>(col) * scale_x;
+          for (int64_t k = 0; k < n; ++k) {
+            const Cell& cell = cells[static_cast<size_t>(k)];
+            const float area = overlap(top, top + scale, cell.top, cell.bottom) *
+                               overlap(left, left + scale_x, cell.left, cell.right);
+            if (area <= 0.0f) continue;
+            const float cell_area = (cell.bottom - cell.top) * (cell.right - cell.left);
+            hist[(f * n + k) * bins + best_bin] += ink * area / cell_area;
+          }
+        }
+      }
+    }
+  });
+  return out;
+}
+
+Tensor node_motion_features(const Tensor& histograms, int64_t radius) {
+  const int64_t side = 2 * radius + 1, bins = side * side;
+  if (histograms.dim() != 3 || histograms.size(2) != bins) {
+    throw ShapeError("node_motion_features: histograms " + shape_str(histograms.shape()) +
+                     ", expected [M, nodes, " + std::to_string(bins) + "]");
+  }
+  const int64_t rows = histograms.size(0) * histograms.size(1);
+  Tensor out = Tensor::zeros({histograms.size(0), histograms.size(1), bins + 3});
+  const float* in = histograms.data();
+  float* o = out.data();
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* h = in + i * bins;
+    float* row = o + i * (bins + 3);
+    float mass = 0.0f, dy = 0.0f, dx = 0.0f;
+    for (int64_t k = 0; k < bins; ++k) {
+      row[k] = h[k];
+      mass += h[k];
+      dy += h[k] * static_cast<float>(k / side - radius);
+      dx += h[k] * static_cast<float>(k % side - radius);
+    }
+    row[bins] = mass;
+    if (mass > 0.0f) {
+      row[bins + 1] = dy / (mass * static_cast<float>(radius));
+      row[bins + 2] = dx / (mass * static_cast<float>(radius));
+    }
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- Rstg
@@ -262,8 +393,10 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
   }
   const int64_t d = config.node_dim;
   const RstgVariant v = config.variant;
+  const int64_t motion_bins = config.node_motion ? kNodeMotionFeatures : 0;
   if (v == RstgVariant::kMeanLstm || v == RstgVariant::kConvLstm) {
-    const int64_t in = v == RstgVariant::kMeanLstm ? channels : channels * map * map;
+    const int64_t in =
+        (v == RstgVariant::kMeanLstm ? channels : channels * map * map) + motion_bins;
     final_cell_ = register_module("final_time", make_cell(config.cell, in, d, rng));
     classifier_ =
         register_module("classifier", std::make_shared<Linear>(d, config.classes, true, rng));
@@ -275,7 +408,7 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
     cells_.insert(cells_.end(), grid.begin(), grid.end());
   }
   frame_graph_ = frame_graph_for(cells_, config.fully_connected, config.attention_over_all_nodes);
-  const int64_t node_inputs = config.position_moments ? 3 * channels : channels;
+  const int64_t node_inputs = (config.position_moments ? 3 * channels : channels) + motion_bins;
   node_norm_ = register_module("node_norm", std::make_shared<BatchNorm1d>(node_inputs));
   if (node_inputs != d)
     node_projection_ =
@@ -285,7 +418,7 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
   if (rstg_variant_has_space_stages(v)) {
     space_ = register_module(
         "space", std::make_shared<SpaceStage>(d, positional ? map * map : 0, config.stage_norm,
-                                              config.stage_residual, rng));
+                                              config.stage_residual, config.dot_attention, rng));
   }
   if (v == RstgVariant::kTimeOnly || v == RstgVariant::kAllTempStages ||
       v == RstgVariant::kPositional) {
@@ -303,9 +436,10 @@ Tensor Rstg::backbone_forward(const Tensor& frames) {
   return backbone_->forward(frames);
 }
 
-// map [M, F, h, w] -> [M, nodes, D]
-Tensor Rstg::nodes_from_map(const Tensor& map) {
+// map [M, F, h, w], motion [M, nodes, bins] or undefined -> [M, nodes, D]
+Tensor Rstg::nodes_from_map(const Tensor& map, const Tensor& motion) {
   Tensor nodes = region_node_inputs(map, cells_, config_.position_moments);
+  if (motion.defined()) nodes = concat({nodes, motion}, 2);
   const int64_t m = nodes.size(0), n = nodes.size(1), f = nodes.size(2);
   Tensor flat = node_norm_->forward(nodes.reshape({m * n, f}));
   if (node_projection_) flat = node_projection_->forward(flat);
@@ -352,12 +486,23 @@ Tensor Rstg::forward(const Tensor& video) {
   Tensor map = backbone_forward(
       frames.reshape({b * t, frames.size(2), config_.image_size, config_.image_size}));
   const RstgVariant v = config_.variant;
+  const bool baseline = v == RstgVariant::kMeanLstm || v == RstgVariant::kConvLstm;
+  // [B*T, nodes, bins]; the baselines have one node, the whole frame.
+  Tensor motion;
+  if (config_.node_motion) {
+    const int64_t h = map.size(2);
+    motion = node_motion_features(
+        node_motion_histograms(video, baseline ? grid_cells(1, 1, h, h) : cells_, h,
+                               kNodeMotionRadius),
+        kNodeMotionRadius);
+  }
 
   // Baselines: one feature vector per frame, a recurrent cell over frames.
-  if (v == RstgVariant::kMeanLstm || v == RstgVariant::kConvLstm) {
+  if (baseline) {
     const int64_t f = map.size(1), hw = map.size(2) * map.size(3);
     Tensor per_frame = v == RstgVariant::kMeanLstm ? mean(map.reshape({b * t, f, hw}), 2)
                                                    : map.reshape({b * t, f * hw});
+    if (motion.defined()) per_frame = concat({per_frame, motion.reshape({b * t, -1})}, 1);
     Tensor sequence = permute(per_frame.reshape({b, t, -1}), {1, 0, 2});  // [T, B, F']
     return classifier_->forward(mean(final_cell_->sequence(sequence, Tensor()).output, 0));
   }
@@ -370,8 +515,8 @@ Tensor Rstg::forward(const Tensor& video) {
   // frames) and space stages over every frame of the batch at once.
   const int64_t n = static_cast<int64_t>(cells_.size()), d = config_.node_dim;
   // Nodes laid out [T, B, n]: frame s of the batch is the contiguous block s * B * n.
-  Tensor x =
-      permute(nodes_from_map(map).reshape({b, t, n, d}), {1, 0, 2, 3}).reshape({t * b * n, d});
+  Tensor x = permute(nodes_from_map(map, motion).reshape({b, t, n, d}), {1, 0, 2, 3})
+                 .reshape({t * b * n, d});
   if (cached_batch_ != b || cached_frames_ != t) {
     frames_graph_ = replicate(frame_graph_, t * b);
     spacetime_graph_ =
@@ -390,6 +535,11 @@ Tensor Rstg::forward(const Tensor& video) {
   const auto time_stage = [&](RecurrentCell& cell, const Tensor& in) {
     return cell.sequence(in.reshape({t, b * n, d}), Tensor()).output.reshape({t * b * n, d});
   };
+  // An internal time stage, with its input added back when time_residual is set.
+  const auto inner_time_stage = [&](const Tensor& in) {
+    Tensor out = time_stage(*time_cell_, in);
+    return config_.time_residual ? add(out, in) : out;
+  };
   for (int64_t k = 0; k < config_.stages; ++k) {
     switch (v) {
       case RstgVariant::kSpaceOnly:
@@ -400,10 +550,10 @@ Tensor Rstg::forward(const Tensor& video) {
         x = space(x, spacetime_graph_, Tensor(), 0, k, t, b);
         break;
       case RstgVariant::kTimeOnly:
-        x = time_stage(*time_cell_, x);
+        x = inner_time_stage(x);
         break;
       default:  // all-temp-stages, positional
-        x = space(time_stage(*time_cell_, x), frames_graph_, positions, 0, k, t, b);
+        x = space(inner_time_stage(x), frames_graph_, positions, 0, k, t, b);
         break;
     }
   }

@@ -64,6 +64,12 @@ struct RstgConfig {
   // synchronised pair is the one whose relative position stays fixed. Each context block
   // widens the field by two map cells (16 pixels).
   int64_t context_convs = 0;
+  // Each node (the baselines: each frame) also gets a histogram of where its pixels moved since
+  // the previous frame and its mean move (node_motion_features, radius kNodeMotionRadius): the
+  // motion a two-stream video network would read from optical flow. Not in the paper. The
+  // synchronised pair is the pair of digits whose moves agree at every frame; the backbone's pooled
+  // maps hide moves of a few pixels, a histogram names them.
+  bool node_motion = false;
   int64_t node_dim = 128;  // D; a linear projection is added when != last channel
   std::vector<int64_t> grids = {3, 2, 1};
   int64_t stages = 3;            // K
@@ -82,6 +88,18 @@ struct RstgConfig {
   // what its time stages learnt while the messages are still noise; measured on 3Sync at the
   // default preset, the released (replacing) update learns slower than no space stage at all.
   bool stage_residual = false;
+  // Dot-product attention in the gather (not in the paper): a_ji = softmax_j (Q x_i . K x_j) /
+  // sqrt(D) instead of LeakyReLU(w1 . x_i + w2 . x_j). The paper's score is a sum of one term
+  // per node, so it ranks every neighbour j the same for every receiver i: it cannot prefer a
+  // neighbour *like* the receiver (one that moves the same way, say). A product of the two can.
+  bool dot_attention = false;
+  // Residual internal time stages (not in the paper): v = x + LSTM(x) for the K time stages
+  // before the space stages (the final time stage is unchanged). A space stage compares
+  // neighbours frame by frame; behind a plain recurrent cell it sees a gated mix of each node's
+  // history instead of the frame's own features. Measured on idealised SyncMNIST (perfect digit
+  // identities and moves as node inputs, bench/torch/ideal_sync.py), the plain full model does
+  // not learn synchrony in 90,000 videos and the residual one does in about 25,000.
+  bool time_residual = false;
   // "released": every conv, linear and recurrent weight Glorot-uniform and every bias zero, as
   // in the authors' TensorFlow code (tf.layers and CudnnLSTM defaults). "torch": PyTorch's
   // defaults (U(-1/sqrt(fan_in), 1/sqrt(fan_in))), which shrink the signal about 2.4x per
@@ -98,13 +116,35 @@ int64_t rstg_map_size(const RstgConfig& config);
 // a * col, pixel centres scaled to [-1, 1] (a, then the row moments, then the column moments).
 Tensor region_node_inputs(const Tensor& map, const std::vector<Cell>& cells, bool position_moments);
 
+// SyncMNIST's jumps are under 10 canvas pixels of 100: under 3.2 pixels of a halved 64x64 frame.
+constexpr int64_t kNodeMotionRadius = 4;
+constexpr int64_t kNodeMotionBins = (2 * kNodeMotionRadius + 1) * (2 * kNodeMotionRadius + 1);
+
+// Where each node's pixels moved since the previous frame: a flow-like node input (not in the
+// paper). video [B, T, C, H, W] in [0, 1] -> [B*T, cells, (2R+1)^2], R = radius. Both frames are
+// halved (2x2 means, channels averaged); each inked pixel p of frame t votes, with its ink, for
+// the move d in [-R, R]^2 whose 3x3 patch of frame t-1 around p - d matches its own best (least
+// squared difference, ties to the shorter move); a node's histogram is the area mean of the
+// votes over its cell, the cells given in units of a map_size x map_size map laid over the
+// frame. Zero for each video's first frame. A function of the input only: no gradient.
+Tensor node_motion_histograms(const Tensor& video, const std::vector<Cell>& cells, int64_t map_size,
+                              int64_t radius);
+// histograms [M, nodes, (2R+1)^2] -> [M, nodes, (2R+1)^2 + 3]: each histogram, then its mass
+// and its mean move (rows, then columns) as a fraction of R (zero where nothing moved). The mean
+// puts a node's move in two numbers, so "the same move" is a small difference, not a match
+// between 81 bins. The node input of RstgConfig::node_motion.
+Tensor node_motion_features(const Tensor& histograms, int64_t radius);
+constexpr int64_t kNodeMotionFeatures = kNodeMotionBins + 3;
+
 // One space stage: send MLP over edges, attention gather, update MLP. Weights shared by all
 // stages and frames.
 class SpaceStage : public Module {
  public:
   // layer_norm: LayerNorm on the stage's output (see RstgConfig::stage_norm); residual: add
-  // the input to the update's output (RstgConfig::stage_residual).
-  SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, bool residual, Rng& rng);
+  // the input to the update's output (RstgConfig::stage_residual); dot_attention: see
+  // RstgConfig::dot_attention.
+  SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, bool residual, bool dot_attention,
+             Rng& rng);
   // x [N, D] node features, positions [N, P] or undefined -> [N, D]; optionally returns the
   // attention weights [E, 1] (for pictures). An edge attribute, when the graph has one, is
   // added to the attention score (the released code's +1 on region-graph edges).
@@ -113,6 +153,7 @@ class SpaceStage : public Module {
 
   std::shared_ptr<Linear> send_source, send_target, send_out;  // send MLP, first layer split
   std::shared_ptr<Linear> score_source, score_target;          // scalar attention projections
+  std::shared_ptr<Linear> query, key;  // dot attention (score_* are null then)
   Tensor gather_bias;
   std::shared_ptr<MLP> update;
   std::shared_ptr<LayerNorm> output_norm;  // null without stage_norm
@@ -139,7 +180,8 @@ class Rstg : public Module {
 
  private:
   Tensor backbone_forward(const Tensor& frames);  // [B*T, C, H, W] -> [B*T, F, h, w]
-  Tensor nodes_from_map(const Tensor& map);       // -> [B*T, nodes, D]
+  // map, motion histograms [B*T, nodes, bins] or undefined -> [B*T, nodes, D]
+  Tensor nodes_from_map(const Tensor& map, const Tensor& motion);
   // graph holds `frames` frames of `batch` videos, laid out [frames, batch, ...]; their
   // attention is recorded as frames frame .. frame + frames - 1.
   Tensor space(const Tensor& x, const Graph& graph, const Tensor& positions, int64_t frame,
