@@ -534,13 +534,16 @@ void scatter_backward(const float* grad_out, const float* messages, int64_t widt
 void edge_softmax_forward(const float* scores, int64_t heads, const Graph& graph, float* out) {
   const Csr& in = graph.in_csr();
   parallel_rows(in.row_ptr.data(), graph.num_nodes(), heads, [&](int64_t r0, int64_t r1) {
-    std::vector<float> row_max(static_cast<size_t>(heads)), row_sum(static_cast<size_t>(heads));
+    // The sums run in double: a hub row of a power-law graph has thousands of terms, and a float
+    // sum drifts by more than 1e-5 there (the rows would no longer sum to one).
+    std::vector<float> row_max(static_cast<size_t>(heads));
+    std::vector<double> row_sum(static_cast<size_t>(heads));
     for (int64_t i = r0; i < r1; ++i) {
       const int32_t begin = in.row_ptr[static_cast<size_t>(i)];
       const int32_t end = in.row_ptr[static_cast<size_t>(i) + 1];
       if (begin == end) continue;
       std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<float>::infinity());
-      std::fill(row_sum.begin(), row_sum.end(), 0.0f);
+      std::fill(row_sum.begin(), row_sum.end(), 0.0);
       for (int32_t k = begin; k < end; ++k) {
         const float* s = scores + static_cast<int64_t>(in.edge[static_cast<size_t>(k)]) * heads;
         for (int64_t h = 0; h < heads; ++h)
@@ -555,11 +558,13 @@ void edge_softmax_forward(const float* scores, int64_t heads, const Graph& graph
         }
       }
       for (int64_t h = 0; h < heads; ++h)
-        row_sum[static_cast<size_t>(h)] = 1.0f / row_sum[static_cast<size_t>(h)];
+        row_sum[static_cast<size_t>(h)] = 1.0 / row_sum[static_cast<size_t>(h)];
       for (int32_t k = begin; k < end; ++k) {
         const int64_t e = in.edge[static_cast<size_t>(k)];
-        for (int64_t h = 0; h < heads; ++h)
-          out[e * heads + h] *= row_sum[static_cast<size_t>(h)];
+        for (int64_t h = 0; h < heads; ++h) {
+          out[e * heads + h] =
+              static_cast<float>(out[e * heads + h] * row_sum[static_cast<size_t>(h)]);
+        }
       }
     }
   });
@@ -569,21 +574,25 @@ void edge_softmax_backward(const float* out, const float* grad_out, int64_t head
                            const Graph& graph, float* grad_scores) {
   const Csr& in = graph.in_csr();
   parallel_rows(in.row_ptr.data(), graph.num_nodes(), heads, [&](int64_t r0, int64_t r1) {
-    std::vector<float> dot(static_cast<size_t>(heads));
+    // In double for the same reason as the forward's row sums: hub rows are long.
+    std::vector<double> dot(static_cast<size_t>(heads));
     for (int64_t i = r0; i < r1; ++i) {
       const int32_t begin = in.row_ptr[static_cast<size_t>(i)];
       const int32_t end = in.row_ptr[static_cast<size_t>(i) + 1];
-      std::fill(dot.begin(), dot.end(), 0.0f);
+      std::fill(dot.begin(), dot.end(), 0.0);
       for (int32_t k = begin; k < end; ++k) {
         const int64_t e = in.edge[static_cast<size_t>(k)];
-        for (int64_t h = 0; h < heads; ++h)
-          dot[static_cast<size_t>(h)] += out[e * heads + h] * grad_out[e * heads + h];
+        for (int64_t h = 0; h < heads; ++h) {
+          dot[static_cast<size_t>(h)] +=
+              static_cast<double>(out[e * heads + h]) * grad_out[e * heads + h];
+        }
       }
       for (int32_t k = begin; k < end; ++k) {
         const int64_t e = in.edge[static_cast<size_t>(k)];
         for (int64_t h = 0; h < heads; ++h) {
           const int64_t idx = e * heads + h;
-          grad_scores[idx] = out[idx] * (grad_out[idx] - dot[static_cast<size_t>(h)]);
+          grad_scores[idx] =
+              static_cast<float>(out[idx] * (grad_out[idx] - dot[static_cast<size_t>(h)]));
         }
       }
     }
