@@ -52,6 +52,8 @@ struct Settings {
   bool position_moments = false;
   int64_t context_convs = 0;
   bool node_motion = false;
+  bool motion_agreement = false;
+  int64_t detector_nodes = 0;
   int64_t node_dim = 64;
   int64_t stages = 3;
   int64_t videos_per_epoch = 6400;
@@ -166,6 +168,8 @@ nlohmann::json settings_json(const Settings& s) {
   j["position-moments"] = s.position_moments;
   j["context-convs"] = s.context_convs;
   j["node-motion"] = s.node_motion;
+  j["motion-agreement"] = s.motion_agreement;
+  j["detector-nodes"] = s.detector_nodes;
   j["node-dim"] = s.node_dim;
   j["stages"] = s.stages;
   j["videos-per-epoch"] = s.videos_per_epoch;
@@ -199,6 +203,8 @@ RstgConfig model_config(const Settings& s) {
   c.position_moments = s.position_moments;
   c.context_convs = s.context_convs;
   c.node_motion = s.node_motion;
+  c.motion_agreement = s.motion_agreement;
+  c.detector_nodes = s.detector_nodes;
   c.node_dim = s.node_dim;
   c.stages = s.stages;
   c.cell = s.cell;
@@ -298,10 +304,12 @@ int run_training(const Settings& s, const MnistSplits& digits, RunDirectory& run
   ClassifierTrainer trainer(model, forward, run, recipe);
   if (resume) trainer.resume();
 
-  std::printf("model: RSTG %s, %lld parameters, backbone %s, D = %lld, K = %lld, %s time cell\n",
+  const std::string nodes =
+      s.detector_nodes > 0 ? ", " + std::to_string(s.detector_nodes) + " detector nodes" : "";
+  std::printf("model: RSTG %s, %lld parameters, backbone %s, D = %lld, K = %lld, %s time cell%s\n",
               s.variant.c_str(), static_cast<long long>(model.parameter_count()),
               join_list(s.channels).c_str(), static_cast<long long>(s.node_dim),
-              static_cast<long long>(s.stages), s.cell.c_str());
+              static_cast<long long>(s.stages), s.cell.c_str(), nodes.c_str());
   std::printf(
       "training: %lld epochs x %lld videos (%dSync), batch %lld, %s lr %g (%s, warm-up %.1f "
       "epochs)\n",
@@ -392,6 +400,11 @@ void save_pictures(const Settings& s, const MnistSplits& digits, int64_t samples
     load_checkpoint(s.common.eval, *model, nullptr);
   } else if (attention_video >= 0) {
     throw ValueError("--attention needs a trained model: --eval CKPT --config RUN/config.json");
+  }
+  if (attention_video >= 0 && s.detector_nodes > 0) {
+    throw ValueError("--attention draws the region graph over the frame; this model has " +
+                     std::to_string(s.detector_nodes) +
+                     " detector nodes (--detector-nodes), which have no fixed place to draw");
   }
   RunDirectory run(s.common.out.empty() ? RunDirectory::default_path(kProgram) : s.common.out);
   const SyncMnistOptions options = data_options(s);
@@ -560,6 +573,20 @@ int main(int argc, char** argv) {
                      "pixels moved since the previous frame, by block matching: a flow input "
                      "(true/false; not in the paper)")
           ->capture_default_str();
+  recipe["motion-agreement"] =
+      app.add_option("--motion-agreement", s.motion_agreement,
+                     "with --node-motion: each node also gets how much of its motion sits on the "
+                     "frame's dominant move, a hand-made cue to the synchronised pair, not a "
+                     "learnt relation (true/false; not in the paper)")
+          ->capture_default_str();
+  recipe["detector-nodes"] =
+      app.add_option("--detector-nodes", s.detector_nodes,
+                     "0: the paper's region nodes; N: N detector nodes instead, each the "
+                     "heat-weighted mean of the map under its own learnt heat map, all pairs "
+                     "joined, so a node can follow one digit (10 on SyncMNIST: a video's digits "
+                     "have distinct classes; not in the paper)")
+          ->capture_default_str()
+          ->check(CLI::NonNegativeNumber);
   recipe["node-dim"] = app.add_option("--node-dim", s.node_dim, "node feature size D")
                            ->capture_default_str()
                            ->check(CLI::PositiveNumber);
@@ -694,6 +721,9 @@ int main(int argc, char** argv) {
       }
     }
     s.channels = parse_positive_list(channels_text, "--channels");
+    if (s.motion_agreement && !s.node_motion)
+      throw ValueError(
+          "--motion-agreement true needs --node-motion true (it reads its histograms)");
     const int threads = apply_threads(s.common.threads);
     install_interrupt_handler();
     const bool live = !s.common.quiet && stdout_is_terminal();

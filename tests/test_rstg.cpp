@@ -2,6 +2,7 @@
 // differences on a small configuration), and overfitting 64 SyncMNIST videos.
 #include <doctest/doctest.h>
 
+#include <functional>
 #include <set>
 
 #include "graph/graph.h"
@@ -435,6 +436,138 @@ TEST_CASE("node motion: each node's histogram names its pixels' move; every vari
       check_graph_and_time_gradients(config);
     }
   }
+}
+
+TEST_CASE("motion agreement: each node's votes on the frame's dominant move") {
+  // Radius 1: 9 bins. Frame 0: the whole frame votes most for bin 2 (3 votes against 2 on bin
+  // 7). Node 0 holds 2 of its 3 votes there, node 1 none, node 2 nothing at all.
+  // Frame 1: nothing moved anywhere.
+  Tensor nodes = Tensor::zeros({2, 3, 9});
+  nodes.data()[0 * 9 + 2] = 2.0f;
+  nodes.data()[0 * 9 + 7] = 1.0f;
+  nodes.data()[1 * 9 + 7] = 1.0f;
+  Tensor frame = Tensor::zeros({2, 1, 9});
+  frame.data()[2] = 3.0f;
+  frame.data()[7] = 2.0f;
+  const Tensor features = node_motion_features(nodes, 1, frame);
+  REQUIRE(features.shape() == Shape{2, 3, 9 + 3 + kMotionAgreementFeatures});
+  const auto at = [&](int64_t f, int64_t node, int64_t k) {
+    return features.data()[(f * 3 + node) * 14 + k];
+  };
+  CHECK(at(0, 0, 12) == doctest::Approx(2.0f / 3.0f));  // share on the dominant move
+  CHECK(at(0, 0, 13) == 2.0f);                          // votes on it
+  CHECK(at(0, 1, 12) == 0.0f);
+  CHECK(at(0, 1, 13) == 0.0f);
+  CHECK(at(0, 2, 12) == 0.0f);  // no votes: no share
+  for (int64_t node = 0; node < 3; ++node) {
+    CHECK(at(1, node, 12) == 0.0f);
+    CHECK(at(1, node, 13) == 0.0f);
+  }
+  // The first 12 columns are the plain features.
+  const Tensor plain = node_motion_features(nodes, 1);
+  for (int64_t row = 0; row < 6; ++row) {
+    for (int64_t k = 0; k < 12; ++k)
+      CHECK(features.data()[row * 14 + k] == plain.data()[row * 12 + k]);
+  }
+  CHECK_THROWS_WITH_AS(node_motion_features(nodes, 1, Tensor::zeros({2, 2, 9})),
+                       doctest::Contains("frame histograms [2,2,9]"), ShapeError);
+
+  // In the model: two more node inputs, refused without node motion; every variant runs.
+  Rng rng(fresh_seed());
+  RstgConfig config = small_config(RstgVariant::kAllTempStages);
+  config.motion_agreement = true;
+  CHECK_THROWS_WITH_AS(Rstg(config, rng), doctest::Contains("needs node_motion"), ValueError);
+  config.node_motion = true;
+  for (const std::string& name : rstg_variant_names()) {
+    CAPTURE(name);
+    RstgConfig variant = config;
+    variant.variant = parse_rstg_variant(name);
+    Rstg model(variant, rng);
+    Tensor logits = model.forward(rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f));
+    CHECK(logits.shape() == Shape{2, 6});
+    sum(logits).backward();
+    for (const auto& [param, p] : model.named_parameters()) {
+      if (param == "node_norm.weight")
+        CHECK(p.size(0) == 4 + kNodeMotionFeatures + kMotionAgreementFeatures);
+    }
+  }
+}
+
+TEST_CASE("detector nodes: each pools where its heat map points; every variant runs") {
+  // Two channels on a 2x2 map (4 positions), two detectors. Detector 0 points hard at position
+  // 3, detector 1 spreads evenly over all four.
+  const Tensor map = Tensor::from_vector({1, 2, 2, 2}, {1, 2, 3, 4, 10, 20, 30, 40});
+  const Tensor heat = Tensor::from_vector({1, 2, 4}, {0, 0, 0, 40, 1, 1, 1, 1});
+  // Per-position motion "histograms" of 3 bins: position p moved by bin p % 3.
+  const Tensor motion = Tensor::from_vector({1, 4, 3}, {1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0});
+  const Tensor nodes = detector_node_inputs(map, heat, motion);
+  REQUIRE(nodes.shape() == Shape{1, 2, 2 + 1 + 2 + 3});
+  const std::vector<float> got = nodes.to_vector();
+  const std::vector<float> want = {
+      4,    40, 40, 1, 0, 1,    0,     0,       // position 3's features and move
+      2.5f, 25, 1,  0, 1, 0.5f, 0.25f, 0.25f};  // the means
+  for (size_t i = 0; i < want.size(); ++i) {
+    CAPTURE(i);
+    CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-5));
+  }
+  // Without motion: the same first 5 columns per node.
+  const Tensor plain = detector_node_inputs(map, heat, Tensor());
+  REQUIRE(plain.shape() == Shape{1, 2, 5});
+  CHECK(plain.to_vector()[5] == doctest::Approx(2.5f));
+  CHECK_THROWS_WITH_AS(detector_node_inputs(map, Tensor::zeros({1, 2, 5}), Tensor()),
+                       doctest::Contains("heat [1,2,5]"), ShapeError);
+  CHECK_THROWS_WITH_AS(detector_node_inputs(map, heat, Tensor::zeros({1, 3, 3})),
+                       doctest::Contains("motion [1,3,3]"), ShapeError);
+
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Rng rng(seed);
+  const GradCheckResult pooled = gradcheck(
+      [&](const std::vector<Tensor>& in) { return detector_node_inputs(in[0], in[1], in[2]); },
+      {rand_uniform({2, 3, 2, 3}, rng, -1.0f, 1.0f), rand_uniform({2, 4, 6}, rng, -2.0f, 2.0f),
+       rand_uniform({2, 6, 5}, rng, 0.0f, 1.0f)});
+  INFO(pooled.report);
+  CHECK(pooled.ok);
+
+  // In the model: n nodes, every pair joined, one cell per map position; the settings that
+  // only mean something for region nodes are refused.
+  RstgConfig config = small_config(RstgVariant::kAllTempStages);
+  config.detector_nodes = 3;
+  {
+    Rstg model(config, rng);
+    CHECK(model.nodes_per_frame() == 3);
+    CHECK(model.frame_graph().num_nodes() == 3);
+    CHECK(model.frame_graph().num_edges() == 6);
+    CHECK(model.cells().size() == 16);  // the 4x4 map
+    for (const auto& [name, p] : model.named_parameters()) {
+      if (name == "node_norm.weight") CHECK(p.size(0) == 4 + 1 + 3);
+      if (name == "detector.weight") CHECK(p.shape() == Shape{3, 4});
+    }
+  }
+  for (const auto& refused : std::vector<std::function<void(RstgConfig&)>>{
+           [](RstgConfig& c) { c.variant = RstgVariant::kPositional; },
+           [](RstgConfig& c) { c.position_moments = true; },
+           [](RstgConfig& c) { c.attention_over_all_nodes = true; },
+           [](RstgConfig& c) { c.detector_nodes = -1; }}) {
+    RstgConfig bad = config;
+    refused(bad);
+    CHECK_THROWS_AS(Rstg(bad, rng), ValueError);
+  }
+  for (const std::string& name : rstg_variant_names()) {
+    if (name == "positional") continue;
+    CAPTURE(name);
+    RstgConfig variant = config;
+    variant.variant = parse_rstg_variant(name);
+    variant.node_motion = true;
+    Rstg model(variant, rng);
+    Tensor logits = model.forward(rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f));
+    CHECK(logits.shape() == Shape{2, 6});
+    sum(logits).backward();
+  }
+  config.node_motion = true;
+  config.time_residual = true;
+  config.stage_residual = true;
+  check_graph_and_time_gradients(config);
 }
 
 TEST_CASE("the space-stage settings change nothing in the variants without space stages") {

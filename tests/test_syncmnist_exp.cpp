@@ -326,6 +326,48 @@ TEST_CASE("--dot-attention and --time-residual: recorded, --eval rebuilds them")
   CHECK(residual.tensors.count("space.score_source.weight") == 1);
 }
 
+TEST_CASE("--motion-agreement: recorded, two more node inputs, --eval rebuilds; needs motion") {
+  Workspace w;
+  const fs::path a = w.root / "a";
+  REQUIRE(run("--preset tiny --quiet --mnist " + w.mnist.string() +
+                  " --node-motion true --motion-agreement true --out " + a.string(),
+              w.root / "a.log") == 0);
+  const nlohmann::json config = nlohmann::json::parse(text(a / "config.json"));
+  CHECK(config.at("motion-agreement") == true);
+  CHECK(
+      load_safetensors((a / "last.safetensors").string()).tensors.at("node_norm.weight").size(0) ==
+      8 + 81 + 3 + 2);
+  const fs::path e = w.root / "e";
+  CHECK(run("--quiet --eval " + (a / "best.safetensors").string() + " --config " +
+                (a / "config.json").string() + " --out " + e.string(),
+            w.root / "e.log") == 0);
+  CHECK(text(e / "predictions_test.csv") == text(a / "predictions_test.csv"));
+  CHECK(run("--preset tiny --quiet --mnist " + w.mnist.string() + " --motion-agreement true " +
+                "--out " + (w.root / "bad").string(),
+            w.root / "bad.log") == 1);
+  CHECK(text(w.root / "bad.log").find("--node-motion") != std::string::npos);
+  CHECK(!fs::exists(w.root / "bad"));
+}
+
+TEST_CASE("--detector-nodes: recorded, a heat map per detector, --eval rebuilds; no --attention") {
+  Workspace w;
+  const NamedTensors checkpoint = tiny_run_with_model_option(w, "detector-nodes", "5", 5);
+  REQUIRE(checkpoint.tensors.count("detector.weight") == 1);
+  CHECK(checkpoint.tensors.at("detector.weight").shape() == Shape{5, 8});  // 8 channels -> 5
+  // The node inputs: the pooled 8 channels, the expected heat and the one-hot of 5.
+  CHECK(checkpoint.tensors.at("node_norm.weight").size(0) == 8 + 1 + 5);
+  // The attention picture draws the region graph, which this model does not have.
+  const fs::path a = w.root / "a";
+  CHECK(run("--quiet --eval " + (a / "best.safetensors").string() + " --config " +
+                (a / "config.json").string() + " --attention 0 --out " + (w.root / "pic").string(),
+            w.root / "pic.log") == 1);
+  CHECK(text(w.root / "pic.log").find("--detector-nodes") != std::string::npos);
+  CHECK(run("--preset tiny --quiet --mnist " + w.mnist.string() + " --detector-nodes 3 " +
+                "--variant positional --out " + (w.root / "bad").string(),
+            w.root / "bad.log") == 1);
+  CHECK(text(w.root / "bad.log").find("positional") != std::string::npos);
+}
+
 TEST_CASE("--export-dataset writes videos, labels, digits and positions as .npy") {
   Workspace w;
   const fs::path out = w.root / "export";

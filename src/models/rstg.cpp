@@ -125,6 +125,19 @@ Graph frame_graph_for(const std::vector<Cell>& cells, bool fully_connected,
   return Graph(n, src, dst, {}, 0, adjacent);
 }
 
+// Every ordered pair (j -> i, j != i) of n nodes, ordered by (source, destination).
+Graph complete_graph(int64_t n) {
+  std::vector<int64_t> src, dst;
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t i = 0; i < n; ++i) {
+      if (i == j) continue;
+      src.push_back(j);
+      dst.push_back(i);
+    }
+  }
+  return Graph(n, src, dst);
+}
+
 // Unnormalised Gaussian (std in map cells) centred on each cell, over a size x size map.
 // [cells, map_size^2]; cells are in map coordinates.
 Tensor gaussian_positions(const std::vector<Cell>& cells, int64_t map_size, float stddev) {
@@ -337,30 +350,91 @@ Tensor node_motion_histograms(const Tensor& video, const std::vector<Cell>& cell
   return out;
 }
 
-Tensor node_motion_features(const Tensor& histograms, int64_t radius) {
+Tensor detector_node_inputs(const Tensor& map, const Tensor& heat, const Tensor& motion) {
+  if (map.dim() != 4) {
+    throw ShapeError("detector_node_inputs: map " + shape_str(map.shape()) +
+                     ", expected [M, F, h, w]");
+  }
+  const int64_t m = map.size(0), f = map.size(1), hw = map.size(2) * map.size(3);
+  if (heat.dim() != 3 || heat.size(0) != m || heat.size(2) != hw) {
+    throw ShapeError("detector_node_inputs: heat " + shape_str(heat.shape()) + ", expected [" +
+                     std::to_string(m) + ", n, " + std::to_string(hw) + "] for map " +
+                     shape_str(map.shape()));
+  }
+  if (motion.defined() && (motion.dim() != 3 || motion.size(0) != m || motion.size(1) != hw)) {
+    throw ShapeError("detector_node_inputs: motion " + shape_str(motion.shape()) + ", expected [" +
+                     std::to_string(m) + ", " + std::to_string(hw) + ", bins] for map " +
+                     shape_str(map.shape()));
+  }
+  const int64_t n = heat.size(1);
+  Tensor features = permute(map.reshape({m, f, hw}), {0, 2, 1});  // [M, hw, F]
+  Tensor where = softmax(heat);                                   // [M, n, hw]
+  std::vector<float> eye(static_cast<size_t>(n * n), 0.0f);
+  for (int64_t k = 0; k < n; ++k)
+    eye[static_cast<size_t>(k * n + k)] = 1.0f;
+  std::vector<int64_t> rows(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m * n; ++i)
+    rows[static_cast<size_t>(i)] = i % n;
+  Tensor identity =
+      index_select(Tensor::from_vector({n, n}, eye), IndexTensor(rows)).reshape({m, n, n});
+  std::vector<Tensor> parts = {matmul(where, features),          // [M, n, F]
+                               sum(mul(where, heat), 2, true),   // [M, n, 1]
+                               identity};                        // [M, n, n]
+  if (motion.defined()) parts.push_back(matmul(where, motion));  // [M, n, bins]
+  return concat(parts, 2);
+}
+
+Tensor node_motion_features(const Tensor& histograms, int64_t radius,
+                            const Tensor& frame_histograms) {
   const int64_t side = 2 * radius + 1, bins = side * side;
   if (histograms.dim() != 3 || histograms.size(2) != bins) {
     throw ShapeError("node_motion_features: histograms " + shape_str(histograms.shape()) +
                      ", expected [M, nodes, " + std::to_string(bins) + "]");
   }
-  const int64_t rows = histograms.size(0) * histograms.size(1);
-  Tensor out = Tensor::zeros({histograms.size(0), histograms.size(1), bins + 3});
+  const bool agreement = frame_histograms.defined();
+  if (agreement && (frame_histograms.dim() != 3 || frame_histograms.size(0) != histograms.size(0) ||
+                    frame_histograms.size(1) != 1 || frame_histograms.size(2) != bins)) {
+    throw ShapeError("node_motion_features: frame histograms " +
+                     shape_str(frame_histograms.shape()) + ", expected [" +
+                     std::to_string(histograms.size(0)) + ", 1, " + std::to_string(bins) + "]");
+  }
+  const int64_t frames = histograms.size(0), nodes = histograms.size(1);
+  const int64_t width = bins + 3 + (agreement ? kMotionAgreementFeatures : 0);
+  Tensor out = Tensor::zeros({frames, nodes, width});
   const float* in = histograms.data();
   float* o = out.data();
-  for (int64_t i = 0; i < rows; ++i) {
-    const float* h = in + i * bins;
-    float* row = o + i * (bins + 3);
-    float mass = 0.0f, dy = 0.0f, dx = 0.0f;
-    for (int64_t k = 0; k < bins; ++k) {
-      row[k] = h[k];
-      mass += h[k];
-      dy += h[k] * static_cast<float>(k / side - radius);
-      dx += h[k] * static_cast<float>(k % side - radius);
+  for (int64_t f = 0; f < frames; ++f) {
+    // The frame's dominant move: its most voted bin, -1 when nothing moved.
+    int64_t dominant = -1;
+    if (agreement) {
+      const float* whole = frame_histograms.data() + f * bins;
+      float most = 0.0f;
+      for (int64_t k = 0; k < bins; ++k) {
+        if (whole[k] > most) {
+          most = whole[k];
+          dominant = k;
+        }
+      }
     }
-    row[bins] = mass;
-    if (mass > 0.0f) {
-      row[bins + 1] = dy / (mass * static_cast<float>(radius));
-      row[bins + 2] = dx / (mass * static_cast<float>(radius));
+    for (int64_t node = 0; node < nodes; ++node) {
+      const float* h = in + (f * nodes + node) * bins;
+      float* row = o + (f * nodes + node) * width;
+      float mass = 0.0f, dy = 0.0f, dx = 0.0f;
+      for (int64_t k = 0; k < bins; ++k) {
+        row[k] = h[k];
+        mass += h[k];
+        dy += h[k] * static_cast<float>(k / side - radius);
+        dx += h[k] * static_cast<float>(k % side - radius);
+      }
+      row[bins] = mass;
+      if (mass > 0.0f) {
+        row[bins + 1] = dy / (mass * static_cast<float>(radius));
+        row[bins + 2] = dx / (mass * static_cast<float>(radius));
+      }
+      if (agreement && dominant >= 0 && mass > 0.0f) {
+        row[bins + 3] = h[dominant] / mass;
+        row[bins + 4] = h[dominant];
+      }
     }
   }
   return out;
@@ -393,7 +467,12 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
   }
   const int64_t d = config.node_dim;
   const RstgVariant v = config.variant;
-  const int64_t motion_bins = config.node_motion ? kNodeMotionFeatures : 0;
+  if (config.motion_agreement && !config.node_motion)
+    throw ValueError("RSTG: motion_agreement needs node_motion");
+  const int64_t motion_bins =
+      config.node_motion
+          ? kNodeMotionFeatures + (config.motion_agreement ? kMotionAgreementFeatures : 0)
+          : 0;
   if (v == RstgVariant::kMeanLstm || v == RstgVariant::kConvLstm) {
     const int64_t in =
         (v == RstgVariant::kMeanLstm ? channels : channels * map * map) + motion_bins;
@@ -403,12 +482,29 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
     if (config.init == "released") released_init(*this, d, rng);
     return;
   }
-  for (int64_t g : config.grids) {
-    const std::vector<Cell> grid = grid_cells(g, g, map, map);
-    cells_.insert(cells_.end(), grid.begin(), grid.end());
+  const int64_t detectors = config.detector_nodes;
+  if (detectors < 0) throw ValueError("RSTG: detector_nodes " + std::to_string(detectors) + " < 0");
+  int64_t node_inputs = (config.position_moments ? 3 * channels : channels) + motion_bins;
+  if (detectors > 0) {
+    // The settings that only mean something for region nodes are refused, not ignored.
+    if (v == RstgVariant::kPositional)
+      throw ValueError("RSTG: the positional variant needs region nodes (detector_nodes 0)");
+    if (config.position_moments)
+      throw ValueError("RSTG: position_moments needs region nodes (detector_nodes 0)");
+    if (config.attention_over_all_nodes)
+      throw ValueError("RSTG: attention_over_all_nodes needs region nodes (detector_nodes 0)");
+    cells_ = grid_cells(map, map, map, map);  // one cell per map position, row-major
+    frame_graph_ = complete_graph(detectors);
+    detector_ =
+        register_module("detector", std::make_shared<Linear>(channels, detectors, true, rng));
+    node_inputs = channels + 1 + detectors + motion_bins;
+  } else {
+    for (int64_t g : config.grids) {
+      const std::vector<Cell> grid = grid_cells(g, g, map, map);
+      cells_.insert(cells_.end(), grid.begin(), grid.end());
+    }
+    frame_graph_ = frame_graph_for(cells_, config.fully_connected, config.attention_over_all_nodes);
   }
-  frame_graph_ = frame_graph_for(cells_, config.fully_connected, config.attention_over_all_nodes);
-  const int64_t node_inputs = (config.position_moments ? 3 * channels : channels) + motion_bins;
   node_norm_ = register_module("node_norm", std::make_shared<BatchNorm1d>(node_inputs));
   if (node_inputs != d)
     node_projection_ =
@@ -436,10 +532,21 @@ Tensor Rstg::backbone_forward(const Tensor& frames) {
   return backbone_->forward(frames);
 }
 
-// map [M, F, h, w], motion [M, nodes, bins] or undefined -> [M, nodes, D]
+int64_t Rstg::nodes_per_frame() const {
+  return config_.detector_nodes > 0 ? config_.detector_nodes : static_cast<int64_t>(cells_.size());
+}
+
+// map [M, F, h, w], motion [M, cells, bins] or undefined -> [M, nodes, D]
 Tensor Rstg::nodes_from_map(const Tensor& map, const Tensor& motion) {
-  Tensor nodes = region_node_inputs(map, cells_, config_.position_moments);
-  if (motion.defined()) nodes = concat({nodes, motion}, 2);
+  Tensor nodes;
+  if (config_.detector_nodes > 0) {
+    const int64_t m = map.size(0), f = map.size(1), hw = map.size(2) * map.size(3);
+    Tensor features = permute(map.reshape({m, f, hw}), {0, 2, 1});  // [M, hw, F]
+    nodes = detector_node_inputs(map, permute(detector_->forward(features), {0, 2, 1}), motion);
+  } else {
+    nodes = region_node_inputs(map, cells_, config_.position_moments);
+    if (motion.defined()) nodes = concat({nodes, motion}, 2);
+  }
   const int64_t m = nodes.size(0), n = nodes.size(1), f = nodes.size(2);
   Tensor flat = node_norm_->forward(nodes.reshape({m * n, f}));
   if (node_projection_) flat = node_projection_->forward(flat);
@@ -491,10 +598,17 @@ Tensor Rstg::forward(const Tensor& video) {
   Tensor motion;
   if (config_.node_motion) {
     const int64_t h = map.size(2);
-    motion = node_motion_features(
-        node_motion_histograms(video, baseline ? grid_cells(1, 1, h, h) : cells_, h,
-                               kNodeMotionRadius),
-        kNodeMotionRadius);
+    std::vector<Cell> cells = baseline ? grid_cells(1, 1, h, h) : cells_;
+    const int64_t n = static_cast<int64_t>(cells.size());
+    // With motion_agreement the whole frame rides along as one more cell (one block-matching
+    // pass for both), then is split off.
+    if (config_.motion_agreement)
+      cells.push_back(Cell{0.0f, 0.0f, static_cast<float>(h), static_cast<float>(h)});
+    const Tensor histograms = node_motion_histograms(video, cells, h, kNodeMotionRadius);
+    motion = config_.motion_agreement
+                 ? node_motion_features(slice(histograms, 1, 0, n), kNodeMotionRadius,
+                                        slice(histograms, 1, n, n + 1))
+                 : node_motion_features(histograms, kNodeMotionRadius);
   }
 
   // Baselines: one feature vector per frame, a recurrent cell over frames.
@@ -513,7 +627,7 @@ Tensor Rstg::forward(const Tensor& video) {
   // t reads only stage k-1 at frame t and stage k at frame t-1. Stage-major (as the released
   // code runs it) turns 10 x K small ops into K sequence ops (one input-projection GEMM for all
   // frames) and space stages over every frame of the batch at once.
-  const int64_t n = static_cast<int64_t>(cells_.size()), d = config_.node_dim;
+  const int64_t n = nodes_per_frame(), d = config_.node_dim;
   // Nodes laid out [T, B, n]: frame s of the batch is the contiguous block s * B * n.
   Tensor x = permute(nodes_from_map(map, motion).reshape({b, t, n, d}), {1, 0, 2, 3})
                  .reshape({t * b * n, d});

@@ -3,7 +3,8 @@
 //
 // A video [B, T, C, H, W] goes through a per-frame conv backbone to a map [B*T, F, h, w];
 // area pooling onto the cells of several grids gives one node per cell (default 3x3 + 2x2 +
-// 1x1 = 14 nodes), batch-normalised. Per frame, K space stages (send / attention gather /
+// 1x1 = 14 nodes; or, not in the paper, detector nodes that pool under learnt heat maps),
+// batch-normalised. Per frame, K space stages (send / attention gather /
 // update over the region graph) alternate with time stages (an LSTM or GRU per node, weights
 // shared over nodes and stages, one hidden state per stage), and a final time stage with its
 // own cell. The readout averages the final stage's outputs over time, sums over nodes and
@@ -70,6 +71,24 @@ struct RstgConfig {
   // synchronised pair is the pair of digits whose moves agree at every frame; the backbone's pooled
   // maps hide moves of a few pixels, a histogram names them.
   bool node_motion = false;
+  // With node_motion: each node (the baselines: each frame) also gets how much of its motion
+  // histogram sits on the frame's dominant move, the most voted bin of the whole frame's
+  // histogram (node_motion_features' agreement columns). Not in the paper, and not a learnt
+  // relation: a hand-made cue. In 3Sync two of the three digits share every move, so the
+  // dominant move is mostly theirs and the cue points at the synchronised pair (a numpy check on
+  // 200 test videos: the two digits that agree with it in most frames are the pair in 85%). It
+  // measures how far the model gets once the relation is given rather than learnt.
+  bool motion_agreement = false;
+  // 0: region nodes (the paper's, on `grids`). N > 0: N detector nodes instead (not in the
+  // paper). Detector k has its own heat map over the final map's positions (a linear read-out of
+  // each position's features, softmax over positions); its node is the heat-weighted mean of the
+  // features (and, with node_motion, of the per-position move histograms), plus the expected
+  // heat (how sure the detector is) and a one-hot of k. The graph joins every pair of nodes. A
+  // region node mixes parts of up to three digits, so "this node moves like that one" mostly
+  // compares a digit with itself; a detector can follow one digit wherever it goes, like the
+  // idealised test's per-digit nodes. On SyncMNIST, 10: a video's digits have distinct classes,
+  // so one detector per class can own one digit.
+  int64_t detector_nodes = 0;
   int64_t node_dim = 128;  // D; a linear projection is added when != last channel
   std::vector<int64_t> grids = {3, 2, 1};
   int64_t stages = 3;            // K
@@ -116,6 +135,14 @@ int64_t rstg_map_size(const RstgConfig& config);
 // a * col, pixel centres scaled to [-1, 1] (a, then the row moments, then the column moments).
 Tensor region_node_inputs(const Tensor& map, const std::vector<Cell>& cells, bool position_moments);
 
+// The node inputs of RstgConfig::detector_nodes: map [M, F, h, w], heat [M, n, h*w] (one
+// logit per detector and map position, positions row-major), motion [M, h*w, bins] (the
+// per-position move histograms) or undefined -> [M, n, F + 1 + n (+ bins)]. Node k: the
+// softmax-over-positions weighted mean of the map's features, the expected heat under those
+// weights (high when detector k is sure of what it found), a one-hot of k (the weights after the
+// nodes are shared, so a node says which detector it is), then the weighted mean of the motion.
+Tensor detector_node_inputs(const Tensor& map, const Tensor& heat, const Tensor& motion);
+
 // SyncMNIST's jumps are under 10 canvas pixels of 100: under 3.2 pixels of a halved 64x64 frame.
 constexpr int64_t kNodeMotionRadius = 4;
 constexpr int64_t kNodeMotionBins = (2 * kNodeMotionRadius + 1) * (2 * kNodeMotionRadius + 1);
@@ -133,8 +160,14 @@ Tensor node_motion_histograms(const Tensor& video, const std::vector<Cell>& cell
 // and its mean move (rows, then columns) as a fraction of R (zero where nothing moved). The mean
 // puts a node's move in two numbers, so "the same move" is a small difference, not a match
 // between 81 bins. The node input of RstgConfig::node_motion.
-Tensor node_motion_features(const Tensor& histograms, int64_t radius);
+// With frame_histograms [M, 1, (2R+1)^2] (each frame's whole-frame histogram) two agreement
+// columns follow: the node's votes on the frame's dominant move (its most voted bin; the first
+// of equal ones) as a share of the node's mass, then as they are (zeros where the node or the
+// frame has no votes) -> [M, nodes, (2R+1)^2 + 5]. RstgConfig::motion_agreement.
+Tensor node_motion_features(const Tensor& histograms, int64_t radius,
+                            const Tensor& frame_histograms = Tensor());
 constexpr int64_t kNodeMotionFeatures = kNodeMotionBins + 3;
+constexpr int64_t kMotionAgreementFeatures = 2;
 
 // One space stage: send MLP over edges, attention gather, update MLP. Weights shared by all
 // stages and frames.
@@ -176,7 +209,11 @@ class Rstg : public Module {
 
   const RstgConfig& config() const { return config_; }
   const Graph& frame_graph() const { return frame_graph_; }
+  // The region nodes' cells; with detector nodes, the final map's positions (one cell each),
+  // over which the detectors' heat maps and the motion histograms are laid.
   const std::vector<Cell>& cells() const { return cells_; }
+  // Nodes per frame: cells().size() for region nodes, config().detector_nodes otherwise.
+  int64_t nodes_per_frame() const;
 
  private:
   Tensor backbone_forward(const Tensor& frames);  // [B*T, C, H, W] -> [B*T, F, h, w]
@@ -193,6 +230,7 @@ class Rstg : public Module {
   std::shared_ptr<Sequential> backbone_;
   std::shared_ptr<BatchNorm> node_norm_;
   std::shared_ptr<Linear> node_projection_;
+  std::shared_ptr<Linear> detector_;  // map features -> one heat per detector (detector nodes)
   std::shared_ptr<SpaceStage> space_;
   std::shared_ptr<RecurrentCell> time_cell_, final_cell_;
   std::shared_ptr<Linear> classifier_;
