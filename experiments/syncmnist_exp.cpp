@@ -53,6 +53,7 @@ struct Settings {
   int64_t context_convs = 0;
   bool node_motion = false;
   bool motion_agreement = false;
+  bool motion_similarity = false;
   int64_t detector_nodes = 0;
   int64_t node_dim = 64;
   int64_t stages = 3;
@@ -169,6 +170,7 @@ nlohmann::json settings_json(const Settings& s) {
   j["context-convs"] = s.context_convs;
   j["node-motion"] = s.node_motion;
   j["motion-agreement"] = s.motion_agreement;
+  j["motion-similarity"] = s.motion_similarity;
   j["detector-nodes"] = s.detector_nodes;
   j["node-dim"] = s.node_dim;
   j["stages"] = s.stages;
@@ -204,6 +206,7 @@ RstgConfig model_config(const Settings& s) {
   c.context_convs = s.context_convs;
   c.node_motion = s.node_motion;
   c.motion_agreement = s.motion_agreement;
+  c.motion_similarity = s.motion_similarity;
   c.detector_nodes = s.detector_nodes;
   c.node_dim = s.node_dim;
   c.stages = s.stages;
@@ -482,7 +485,8 @@ std::string first_config_difference(const nlohmann::json& stored, const nlohmann
   const bool space_stages =
       rstg_variant_has_space_stages(parse_rstg_variant(wanted.at("variant").get<std::string>()));
   static const std::set<std::string> space_stage_keys = {
-      "stage-norm", "stage-residual", "dot-attention", "fully-connected", "attention-all-nodes"};
+      "stage-norm",      "stage-residual",      "dot-attention",
+      "fully-connected", "attention-all-nodes", "motion-similarity"};
   for (const auto& [key, value] : wanted.items()) {
     if (is_volatile_config_key(key)) continue;
     if (!space_stages && space_stage_keys.count(key) > 0) continue;
@@ -578,6 +582,12 @@ int main(int argc, char** argv) {
                      "with --node-motion: each node also gets how much of its motion sits on the "
                      "frame's dominant move, a hand-made cue to the synchronised pair, not a "
                      "learnt relation (true/false; not in the paper)")
+          ->capture_default_str();
+  recipe["motion-similarity"] =
+      app.add_option("--motion-similarity", s.motion_similarity,
+                     "with --node-motion: every space-stage edge also gets the cosine of its two "
+                     "ends' motion histograms, in the attention score and the message, with learnt "
+                     "weights (true/false; not in the paper)")
           ->capture_default_str();
   recipe["detector-nodes"] =
       app.add_option("--detector-nodes", s.detector_nodes,
@@ -724,6 +734,9 @@ int main(int argc, char** argv) {
     if (s.motion_agreement && !s.node_motion)
       throw ValueError(
           "--motion-agreement true needs --node-motion true (it reads its histograms)");
+    if (s.motion_similarity && !s.node_motion)
+      throw ValueError(
+          "--motion-similarity true needs --node-motion true (it reads its histograms)");
     const int threads = apply_threads(s.common.threads);
     install_interrupt_handler();
     const bool live = !s.common.quiet && stdout_is_terminal();

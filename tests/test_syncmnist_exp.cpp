@@ -349,6 +349,27 @@ TEST_CASE("--motion-agreement: recorded, two more node inputs, --eval rebuilds; 
   CHECK(!fs::exists(w.root / "bad"));
 }
 
+TEST_CASE("--motion-similarity: recorded, edge weights in the space stage, --eval rebuilds") {
+  Workspace w;
+  const fs::path a = w.root / "a";
+  REQUIRE(run("--preset tiny --quiet --mnist " + w.mnist.string() +
+                  " --node-motion true --motion-similarity true --out " + a.string(),
+              w.root / "a.log") == 0);
+  CHECK(nlohmann::json::parse(text(a / "config.json")).at("motion-similarity") == true);
+  const NamedTensors checkpoint = load_safetensors((a / "last.safetensors").string());
+  CHECK(checkpoint.tensors.at("space.edge_score.weight").shape() == Shape{1, 1});
+  CHECK(checkpoint.tensors.count("space.edge_send.weight") == 1);
+  const fs::path e = w.root / "e";
+  CHECK(run("--quiet --eval " + (a / "best.safetensors").string() + " --config " +
+                (a / "config.json").string() + " --out " + e.string(),
+            w.root / "e.log") == 0);
+  CHECK(text(e / "predictions_test.csv") == text(a / "predictions_test.csv"));
+  CHECK(run("--preset tiny --quiet --mnist " + w.mnist.string() + " --motion-similarity true " +
+                "--out " + (w.root / "bad").string(),
+            w.root / "bad.log") == 1);
+  CHECK(text(w.root / "bad.log").find("--node-motion") != std::string::npos);
+}
+
 TEST_CASE("--detector-nodes: recorded, a heat map per detector, --eval rebuilds; no --attention") {
   Workspace w;
   const NamedTensors checkpoint = tiny_run_with_model_option(w, "detector-nodes", "5", 5);

@@ -197,7 +197,7 @@ void released_init(Module& model, int64_t hidden, Rng& rng) {
 // ---------------------------------------------------------------- SpaceStage
 
 SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, bool residual,
-                       bool dot_attention, Rng& rng)
+                       bool dot_attention, Rng& rng, int64_t edge_dim)
     : dim_(dim), residual_(residual) {
   const int64_t in = dim + position_dim;
   // The send MLP's first layer on [x_j ; x_i] is W_j x_j + W_i x_i: two per-node products
@@ -212,6 +212,10 @@ SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, bool 
     score_source = register_module("score_source", std::make_shared<Linear>(dim, 1, false, rng));
     score_target = register_module("score_target", std::make_shared<Linear>(dim, 1, false, rng));
   }
+  if (edge_dim > 0) {
+    edge_score = register_module("edge_score", std::make_shared<Linear>(edge_dim, 1, false, rng));
+    edge_send = register_module("edge_send", std::make_shared<Linear>(edge_dim, dim, false, rng));
+  }
   gather_bias = register_parameter("gather_bias", Tensor::zeros({dim}));
   update = register_module(
       "update", std::make_shared<MLP>(std::vector<int64_t>{2 * dim, dim, dim}, true, rng));
@@ -219,10 +223,23 @@ SpaceStage::SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, bool 
 }
 
 Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const Graph& g,
-                           Tensor* attention) {
+                           Tensor* attention, const Tensor& edge_features) {
+  if (edge_features.defined() != static_cast<bool>(edge_score) ||
+      (edge_features.defined() &&
+       (edge_features.dim() != 2 || edge_features.size(0) != g.num_edges() ||
+        edge_features.size(1) != edge_score->weight.size(1)))) {
+    throw ShapeError("SpaceStage: edge features " +
+                     (edge_features.defined() ? shape_str(edge_features.shape()) : "none") +
+                     ", expected " +
+                     (edge_score ? "[" + std::to_string(g.num_edges()) + ", " +
+                                       std::to_string(edge_score->weight.size(1)) + "]"
+                                 : "none"));
+  }
   const Tensor input = positions.defined() ? concat({x, positions}, 1) : x;
-  // Send: m_ji = ReLU(W2 ReLU(W_j x_j + W_i x_i + b1) + b2) per edge j -> i.
-  Tensor hidden = relu(gather_add(send_source->forward(input), send_target->forward(input), g));
+  // Send: m_ji = ReLU(W2 ReLU(W_j x_j + W_i x_i (+ W_e e_ji) + b1) + b2) per edge j -> i.
+  Tensor first = gather_add(send_source->forward(input), send_target->forward(input), g);
+  if (edge_send) first = add(first, edge_send->forward(edge_features));
+  Tensor hidden = relu(first);
   Tensor messages = relu(send_out->forward(hidden));
   // Gather: a_ji = softmax_j LeakyReLU(w1 . x_i + w2 . x_j), g_i = ReLU(sum_j a_ji m_ji + b);
   // dot attention scores (Q x_i) . (K x_j) / sqrt(D) instead.
@@ -237,6 +254,7 @@ Tensor SpaceStage::forward(const Tensor& x, const Tensor& positions, const Graph
   }
   if (g.has_edge_attr())
     scores = add(scores, Tensor::from_vector({g.num_edges(), 1}, g.edge_attr()));
+  if (edge_score) scores = add(scores, edge_score->forward(edge_features));
   Tensor weights = edge_softmax(scores, g);
   if (attention) *attention = weights;
   Tensor gathered = relu(add(scatter(messages, g, Reduce::kSum, weights), gather_bias));
@@ -469,6 +487,8 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
   const RstgVariant v = config.variant;
   if (config.motion_agreement && !config.node_motion)
     throw ValueError("RSTG: motion_agreement needs node_motion");
+  if (config.motion_similarity && !config.node_motion)
+    throw ValueError("RSTG: motion_similarity needs node_motion");
   const int64_t motion_bins =
       config.node_motion
           ? kNodeMotionFeatures + (config.motion_agreement ? kMotionAgreementFeatures : 0)
@@ -514,7 +534,8 @@ Rstg::Rstg(const RstgConfig& config, Rng& rng) : config_(config) {
   if (rstg_variant_has_space_stages(v)) {
     space_ = register_module(
         "space", std::make_shared<SpaceStage>(d, positional ? map * map : 0, config.stage_norm,
-                                              config.stage_residual, config.dot_attention, rng));
+                                              config.stage_residual, config.dot_attention, rng,
+                                              config.motion_similarity ? 1 : 0));
   }
   if (v == RstgVariant::kTimeOnly || v == RstgVariant::kAllTempStages ||
       v == RstgVariant::kPositional) {
@@ -537,7 +558,7 @@ int64_t Rstg::nodes_per_frame() const {
 }
 
 // map [M, F, h, w], motion [M, cells, bins] or undefined -> [M, nodes, D]
-Tensor Rstg::nodes_from_map(const Tensor& map, const Tensor& motion) {
+Tensor Rstg::nodes_from_map(const Tensor& map, const Tensor& motion, Tensor* motion_bins) {
   Tensor nodes;
   if (config_.detector_nodes > 0) {
     const int64_t m = map.size(0), f = map.size(1), hw = map.size(2) * map.size(3);
@@ -548,15 +569,22 @@ Tensor Rstg::nodes_from_map(const Tensor& map, const Tensor& motion) {
     if (motion.defined()) nodes = concat({nodes, motion}, 2);
   }
   const int64_t m = nodes.size(0), n = nodes.size(1), f = nodes.size(2);
+  if (motion_bins && motion.defined()) {
+    // The motion columns come last: bins, mass, mean move (, agreement).
+    const int64_t first = f - motion.size(2);
+    *motion_bins = slice(nodes, 2, first, first + kNodeMotionBins);
+  }
   Tensor flat = node_norm_->forward(nodes.reshape({m * n, f}));
   if (node_projection_) flat = node_projection_->forward(flat);
   return flat.reshape({m, n, -1});
 }
 
-Tensor Rstg::space(const Tensor& x, const Graph& graph, const Tensor& positions, int64_t frame,
-                   int64_t stage, int64_t frames, int64_t batch) {
+Tensor Rstg::space(const Tensor& x, const Graph& graph, const Tensor& positions,
+                   const Tensor& edge_features, int64_t frame, int64_t stage, int64_t frames,
+                   int64_t batch) {
   Tensor attention;
-  Tensor out = space_->forward(x, positions, graph, record_attention ? &attention : nullptr);
+  Tensor out =
+      space_->forward(x, positions, graph, record_attention ? &attention : nullptr, edge_features);
   if (record_attention) {
     // Batched graphs replicate the frame graph per (frame, video), frame-major, with any time
     // edges after them: video 0 of frame s owns the E0 edges from s * batch * E0.
@@ -629,7 +657,8 @@ Tensor Rstg::forward(const Tensor& video) {
   // frames) and space stages over every frame of the batch at once.
   const int64_t n = nodes_per_frame(), d = config_.node_dim;
   // Nodes laid out [T, B, n]: frame s of the batch is the contiguous block s * B * n.
-  Tensor x = permute(nodes_from_map(map, motion).reshape({b, t, n, d}), {1, 0, 2, 3})
+  Tensor motion_bins;
+  Tensor x = permute(nodes_from_map(map, motion, &motion_bins).reshape({b, t, n, d}), {1, 0, 2, 3})
                  .reshape({t * b * n, d});
   if (cached_batch_ != b || cached_frames_ != t) {
     frames_graph_ = replicate(frame_graph_, t * b);
@@ -645,6 +674,22 @@ Tensor Rstg::forward(const Tensor& video) {
       idx[static_cast<size_t>(i)] = i % n;
     positions = index_select(positions_, IndexTensor(idx));
   }
+  // motion_similarity: each edge's cosine of its two ends' motion histograms, [E, 1].
+  Tensor unit_motion;  // [T*B*n, bins], rows of length 1 (0 for a still node)
+  if (config_.motion_similarity) {
+    Tensor bins = permute(motion_bins.reshape({b, t, n, kNodeMotionBins}), {1, 0, 2, 3})
+                      .reshape({t * b * n, kNodeMotionBins});
+    unit_motion = div(bins, sqrt(add_scalar(sum(mul(bins, bins), 1, true), 1e-12f)));
+  }
+  const auto cosines = [&](const Graph& g) {
+    if (!unit_motion.defined()) return Tensor();
+    return sum(mul(gather(unit_motion, g, EdgeEnd::kDestination),
+                   gather(unit_motion, g, EdgeEnd::kSource)),
+               1, true);
+  };
+  const Tensor frame_cosines = cosines(frames_graph_);
+  const Tensor spacetime_cosines =
+      v == RstgVariant::kHomogeneous ? cosines(spacetime_graph_) : Tensor();
   // A time stage over the whole sequence: [T*B*n, D] -> [T*B*n, H], each stage from zeros.
   const auto time_stage = [&](RecurrentCell& cell, const Tensor& in) {
     return cell.sequence(in.reshape({t, b * n, d}), Tensor()).output.reshape({t * b * n, d});
@@ -658,16 +703,16 @@ Tensor Rstg::forward(const Tensor& video) {
     switch (v) {
       case RstgVariant::kSpaceOnly:
       case RstgVariant::kOneTempStage:
-        x = space(x, frames_graph_, Tensor(), 0, k, t, b);
+        x = space(x, frames_graph_, Tensor(), frame_cosines, 0, k, t, b);
         break;
       case RstgVariant::kHomogeneous:
-        x = space(x, spacetime_graph_, Tensor(), 0, k, t, b);
+        x = space(x, spacetime_graph_, Tensor(), spacetime_cosines, 0, k, t, b);
         break;
       case RstgVariant::kTimeOnly:
         x = inner_time_stage(x);
         break;
       default:  // all-temp-stages, positional
-        x = space(inner_time_stage(x), frames_graph_, positions, 0, k, t, b);
+        x = space(inner_time_stage(x), frames_graph_, positions, frame_cosines, 0, k, t, b);
         break;
     }
   }

@@ -79,6 +79,13 @@ struct RstgConfig {
   // 200 test videos: the two digits that agree with it in most frames are the pair in 85%). It
   // measures how far the model gets once the relation is given rather than learnt.
   bool motion_agreement = false;
+  // With node_motion: every edge j -> i of a space stage also gets the cosine of the two ends'
+  // motion histograms (how alike they move, 0 when either is still), added to the attention
+  // score and to the send MLP's first layer with learnt weights. Not in the paper. A generic
+  // pairwise input - "you move like me" - that the space stage still has to learn to use, unlike
+  // motion_agreement, which names the frame's dominant move. With detector nodes the histograms
+  // are pooled under the heat maps, so the cosine's gradient reaches the detectors too.
+  bool motion_similarity = false;
   // 0: region nodes (the paper's, on `grids`). N > 0: N detector nodes instead (not in the
   // paper). Detector k has its own heat map over the final map's positions (a linear read-out of
   // each position's features, softmax over positions); its node is the heat-weighted mean of the
@@ -175,18 +182,22 @@ class SpaceStage : public Module {
  public:
   // layer_norm: LayerNorm on the stage's output (see RstgConfig::stage_norm); residual: add
   // the input to the update's output (RstgConfig::stage_residual); dot_attention: see
-  // RstgConfig::dot_attention.
+  // RstgConfig::dot_attention; edge_dim: per-edge input features (RstgConfig::motion_similarity),
+  // 0 for none.
   SpaceStage(int64_t dim, int64_t position_dim, bool layer_norm, bool residual, bool dot_attention,
-             Rng& rng);
-  // x [N, D] node features, positions [N, P] or undefined -> [N, D]; optionally returns the
-  // attention weights [E, 1] (for pictures). An edge attribute, when the graph has one, is
-  // added to the attention score (the released code's +1 on region-graph edges).
+             Rng& rng, int64_t edge_dim = 0);
+  // x [N, D] node features, positions [N, P] or undefined, edge_features [E, edge_dim] or
+  // undefined -> [N, D]; optionally returns the attention weights [E, 1] (for pictures). An edge
+  // attribute, when the graph has one, is added to the attention score (the released code's +1
+  // on region-graph edges); edge features add e W_score to the score and e W_send to the send
+  // MLP's first layer.
   Tensor forward(const Tensor& x, const Tensor& positions, const Graph& graph,
-                 Tensor* attention = nullptr);
+                 Tensor* attention = nullptr, const Tensor& edge_features = Tensor());
 
   std::shared_ptr<Linear> send_source, send_target, send_out;  // send MLP, first layer split
   std::shared_ptr<Linear> score_source, score_target;          // scalar attention projections
-  std::shared_ptr<Linear> query, key;  // dot attention (score_* are null then)
+  std::shared_ptr<Linear> query, key;             // dot attention (score_* are null then)
+  std::shared_ptr<Linear> edge_score, edge_send;  // edge features (null without)
   Tensor gather_bias;
   std::shared_ptr<MLP> update;
   std::shared_ptr<LayerNorm> output_norm;  // null without stage_norm
@@ -218,11 +229,15 @@ class Rstg : public Module {
  private:
   Tensor backbone_forward(const Tensor& frames);  // [B*T, C, H, W] -> [B*T, F, h, w]
   // map, motion histograms [B*T, nodes, bins] or undefined -> [B*T, nodes, D]
-  Tensor nodes_from_map(const Tensor& map, const Tensor& motion);
+  // motion_bins, when given, receives the nodes' motion histograms before the node norm,
+  // [M, nodes, kNodeMotionBins] (pooled under the heat maps for detector nodes).
+  Tensor nodes_from_map(const Tensor& map, const Tensor& motion, Tensor* motion_bins = nullptr);
   // graph holds `frames` frames of `batch` videos, laid out [frames, batch, ...]; their
   // attention is recorded as frames frame .. frame + frames - 1.
-  Tensor space(const Tensor& x, const Graph& graph, const Tensor& positions, int64_t frame,
-               int64_t stage, int64_t frames = 1, int64_t batch = 1);
+  // edge_features: [E, 1] motion cosines (motion_similarity) or undefined.
+  Tensor space(const Tensor& x, const Graph& graph, const Tensor& positions,
+               const Tensor& edge_features, int64_t frame, int64_t stage, int64_t frames = 1,
+               int64_t batch = 1);
 
   RstgConfig config_;
   std::vector<Cell> cells_;
