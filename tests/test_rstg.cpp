@@ -88,6 +88,28 @@ void check_graph_and_time_gradients(const RstgConfig& config) {
   CHECK(r.ok);
 }
 
+// Every variant of `config` but `skip` runs forward and backward on a small random video.
+void check_every_variant_runs(const RstgConfig& config, Rng& rng, const std::string& skip = "") {
+  for (const std::string& name : rstg_variant_names()) {
+    if (name == skip) continue;
+    CAPTURE(name);
+    RstgConfig variant = config;
+    variant.variant = parse_rstg_variant(name);
+    Rstg model(variant, rng);
+    Tensor logits = model.forward(rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f));
+    CHECK(logits.shape() == Shape{2, 6});
+    sum(logits).backward();
+  }
+}
+
+// The node inputs' width: the node norm's size (0 when the model has none).
+int64_t node_input_width(const Rstg& model) {
+  for (const auto& [name, p] : model.named_parameters()) {
+    if (name == "node_norm.weight") return p.size(0);
+  }
+  return 0;
+}
+
 }  // namespace
 
 TEST_CASE("the default region graph has the documented 45 undirected edges") {
@@ -478,19 +500,8 @@ TEST_CASE("motion agreement: each node's votes on the frame's dominant move") {
   config.motion_agreement = true;
   CHECK_THROWS_WITH_AS(Rstg(config, rng), doctest::Contains("needs node_motion"), ValueError);
   config.node_motion = true;
-  for (const std::string& name : rstg_variant_names()) {
-    CAPTURE(name);
-    RstgConfig variant = config;
-    variant.variant = parse_rstg_variant(name);
-    Rstg model(variant, rng);
-    Tensor logits = model.forward(rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f));
-    CHECK(logits.shape() == Shape{2, 6});
-    sum(logits).backward();
-    for (const auto& [param, p] : model.named_parameters()) {
-      if (param == "node_norm.weight")
-        CHECK(p.size(0) == 4 + kNodeMotionFeatures + kMotionAgreementFeatures);
-    }
-  }
+  CHECK(node_input_width(Rstg(config, rng)) == 4 + kNodeMotionFeatures + kMotionAgreementFeatures);
+  check_every_variant_runs(config, rng);
 }
 
 TEST_CASE("motion similarity: edge features steer the attention and the messages") {
@@ -541,15 +552,7 @@ TEST_CASE("motion similarity: edge features steer the attention and the messages
   CHECK_THROWS_WITH_AS(Rstg(config, rng), doctest::Contains("needs node_motion"), ValueError);
   config.node_motion = true;
   config.stage_residual = true;
-  for (const std::string& name : rstg_variant_names()) {
-    CAPTURE(name);
-    RstgConfig variant = config;
-    variant.variant = parse_rstg_variant(name);
-    Rstg model(variant, rng);
-    Tensor logits = model.forward(rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f));
-    CHECK(logits.shape() == Shape{2, 6});
-    sum(logits).backward();
-  }
+  check_every_variant_runs(config, rng);
   check_graph_and_time_gradients(config);
   config.detector_nodes = 3;
   check_graph_and_time_gradients(config);
@@ -601,8 +604,8 @@ TEST_CASE("detector nodes: each pools where its heat map points; every variant r
     CHECK(model.frame_graph().num_nodes() == 3);
     CHECK(model.frame_graph().num_edges() == 6);
     CHECK(model.cells().size() == 16);  // the 4x4 map
+    CHECK(node_input_width(model) == 4 + 1 + 3);
     for (const auto& [name, p] : model.named_parameters()) {
-      if (name == "node_norm.weight") CHECK(p.size(0) == 4 + 1 + 3);
       if (name == "detector.weight") CHECK(p.shape() == Shape{3, 4});
     }
   }
@@ -615,18 +618,8 @@ TEST_CASE("detector nodes: each pools where its heat map points; every variant r
     refused(bad);
     CHECK_THROWS_AS(Rstg(bad, rng), ValueError);
   }
-  for (const std::string& name : rstg_variant_names()) {
-    if (name == "positional") continue;
-    CAPTURE(name);
-    RstgConfig variant = config;
-    variant.variant = parse_rstg_variant(name);
-    variant.node_motion = true;
-    Rstg model(variant, rng);
-    Tensor logits = model.forward(rand_uniform({2, 3, 1, 22, 22}, rng, 0.0f, 1.0f));
-    CHECK(logits.shape() == Shape{2, 6});
-    sum(logits).backward();
-  }
   config.node_motion = true;
+  check_every_variant_runs(config, rng, "positional");
   config.time_residual = true;
   config.stage_residual = true;
   check_graph_and_time_gradients(config);

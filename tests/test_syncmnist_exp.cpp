@@ -261,11 +261,13 @@ namespace {
 // A tiny run with the model option `flag value`: the option recorded in config.json under
 // the flag's name (as `recorded`), then --eval with that config rebuilding the same model (its
 // test predictions identical). Returns the last checkpoint, for the caller's shape checks.
+// `extra`: flags the option needs beside it (e.g. "--node-motion true").
 NamedTensors tiny_run_with_model_option(const Workspace& w, const std::string& flag,
-                                        const std::string& value, const nlohmann::json& recorded) {
+                                        const std::string& value, const nlohmann::json& recorded,
+                                        const std::string& extra = "") {
   const fs::path a = w.root / "a";
-  REQUIRE(run("--preset tiny --quiet --mnist " + w.mnist.string() + " --" + flag + " " + value +
-                  " --out " + a.string(),
+  REQUIRE(run("--preset tiny --quiet --mnist " + w.mnist.string() + " " + extra + " --" + flag +
+                  " " + value + " --out " + a.string(),
               w.root / "a.log") == 0);
   INFO(text(w.root / "a.log"));
   CHECK(nlohmann::json::parse(text(a / "config.json")).at(flag) == recorded);
@@ -328,20 +330,9 @@ TEST_CASE("--dot-attention and --time-residual: recorded, --eval rebuilds them")
 
 TEST_CASE("--motion-agreement: recorded, two more node inputs, --eval rebuilds; needs motion") {
   Workspace w;
-  const fs::path a = w.root / "a";
-  REQUIRE(run("--preset tiny --quiet --mnist " + w.mnist.string() +
-                  " --node-motion true --motion-agreement true --out " + a.string(),
-              w.root / "a.log") == 0);
-  const nlohmann::json config = nlohmann::json::parse(text(a / "config.json"));
-  CHECK(config.at("motion-agreement") == true);
-  CHECK(
-      load_safetensors((a / "last.safetensors").string()).tensors.at("node_norm.weight").size(0) ==
-      8 + 81 + 3 + 2);
-  const fs::path e = w.root / "e";
-  CHECK(run("--quiet --eval " + (a / "best.safetensors").string() + " --config " +
-                (a / "config.json").string() + " --out " + e.string(),
-            w.root / "e.log") == 0);
-  CHECK(text(e / "predictions_test.csv") == text(a / "predictions_test.csv"));
+  const NamedTensors checkpoint =
+      tiny_run_with_model_option(w, "motion-agreement", "true", true, "--node-motion true");
+  CHECK(checkpoint.tensors.at("node_norm.weight").size(0) == 8 + 81 + 3 + 2);
   CHECK(run("--preset tiny --quiet --mnist " + w.mnist.string() + " --motion-agreement true " +
                 "--out " + (w.root / "bad").string(),
             w.root / "bad.log") == 1);
@@ -351,19 +342,10 @@ TEST_CASE("--motion-agreement: recorded, two more node inputs, --eval rebuilds; 
 
 TEST_CASE("--motion-similarity: recorded, edge weights in the space stage, --eval rebuilds") {
   Workspace w;
-  const fs::path a = w.root / "a";
-  REQUIRE(run("--preset tiny --quiet --mnist " + w.mnist.string() +
-                  " --node-motion true --motion-similarity true --out " + a.string(),
-              w.root / "a.log") == 0);
-  CHECK(nlohmann::json::parse(text(a / "config.json")).at("motion-similarity") == true);
-  const NamedTensors checkpoint = load_safetensors((a / "last.safetensors").string());
+  const NamedTensors checkpoint =
+      tiny_run_with_model_option(w, "motion-similarity", "true", true, "--node-motion true");
   CHECK(checkpoint.tensors.at("space.edge_score.weight").shape() == Shape{1, 1});
   CHECK(checkpoint.tensors.count("space.edge_send.weight") == 1);
-  const fs::path e = w.root / "e";
-  CHECK(run("--quiet --eval " + (a / "best.safetensors").string() + " --config " +
-                (a / "config.json").string() + " --out " + e.string(),
-            w.root / "e.log") == 0);
-  CHECK(text(e / "predictions_test.csv") == text(a / "predictions_test.csv"));
   CHECK(run("--preset tiny --quiet --mnist " + w.mnist.string() + " --motion-similarity true " +
                 "--out " + (w.root / "bad").string(),
             w.root / "bad.log") == 1);
