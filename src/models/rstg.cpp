@@ -657,8 +657,10 @@ Tensor Rstg::forward(const Tensor& video) {
   // frames) and space stages over every frame of the batch at once.
   const int64_t n = nodes_per_frame(), d = config_.node_dim;
   // Nodes laid out [T, B, n]: frame s of the batch is the contiguous block s * B * n.
-  Tensor motion_bins;
-  Tensor x = permute(nodes_from_map(map, motion, &motion_bins).reshape({b, t, n, d}), {1, 0, 2, 3})
+  Tensor motion_bins;  // only motion_similarity reads the histograms again
+  Tensor x = permute(nodes_from_map(map, motion, config_.motion_similarity ? &motion_bins : nullptr)
+                         .reshape({b, t, n, d}),
+                     {1, 0, 2, 3})
                  .reshape({t * b * n, d});
   if (cached_batch_ != b || cached_frames_ != t) {
     frames_graph_ = replicate(frame_graph_, t * b);
